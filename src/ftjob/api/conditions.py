@@ -1,0 +1,53 @@
+"""Condition types, reasons and phases: the vocabulary of `status`, documented in one place."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+# Condition types (metav1.Condition.type).
+VALIDATED: Final = "Validated"
+"""The spec passed the rules the schema cannot express."""
+ADMITTED: Final = "Admitted"
+"""The Job may run: False with reason `Queued` while Kueue holds it."""
+RUNNING: Final = "Running"
+"""A trainer pod is running."""
+SUSPENDED: Final = "Suspended"
+"""`spec.suspend` is true and no trainer pod runs."""
+SUCCEEDED: Final = "Succeeded"
+"""The adapter, evaluation and manifest were written."""
+FAILED: Final = "Failed"
+"""The job ended without a result; the reason says why."""
+
+CONDITION_TYPES: Final = (VALIDATED, ADMITTED, RUNNING, SUSPENDED, SUCCEEDED, FAILED)
+
+# Reasons (CamelCase, stable: automation may match on them).
+REASONS: Final[dict[str, str]] = {
+    "SpecValid": "The spec passed validation.",
+    "InvalidSpec": "A cross-field rule failed; the message names the field path and the bad value.",
+    "NoQueue": "No Kueue queue is set; the Job runs as soon as it is created.",
+    "Queued": "Waiting for Kueue to admit the Job.",
+    "Admitted": "Kueue admitted the Job (or no queue is used).",
+    "JobCreated": "The trainer Job was created; no pod runs yet.",
+    "PodPending": "The trainer pod is waiting to be scheduled or to start.",
+    "Training": "The trainer pod is running.",
+    "Retrying": "A trainer pod failed with a retriable error; the Job starts another one.",
+    "Preempted": "The trainer pod was evicted or preempted; it resumes from the last checkpoint.",
+    "SuspendRequested": "spec.suspend is true.",
+    "Resumed": "spec.suspend went back to false.",
+    "TrainingSucceeded": "The trainer wrote the adapter, the evaluation and the manifest.",
+    "DataInvalid": "Too little usable data after cleaning, or the data could not be parsed.",
+    "ConfigInvalid": "The trainer refused the configuration (e.g. an unknown model architecture).",
+    "InputUnavailable": "An input (model, data) does not exist or access to it is denied.",
+    "OOMKilled": "The trainer container ran out of memory.",
+    "DeadlineExceeded": "The Job ran longer than spec.activeDeadlineSeconds.",
+    "ImagePullFailed": "The trainer image could not be pulled.",
+    "BackoffLimitExceeded": "Trainer pods failed more often than spec.backoffLimit allows.",
+    "JobDeleted": "The trainer Job disappeared before finishing; it is not recreated, to avoid retraining.",
+    "JobConflict": "A Job with the child's name exists and is not controlled by this FineTuneJob.",
+    "StorageUnreachable": "The object store did not answer; the Job retries.",
+    "Interrupted": "The trainer was stopped by SIGTERM after saving a checkpoint.",
+    "TrainerFailed": "The trainer failed; the message holds its last words.",
+}
+
+Phase = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
+TERMINAL_PHASES: Final = ("Succeeded", "Failed")

@@ -1,0 +1,40 @@
+"""Access to S3 and S3-compatible object stores (MinIO, Ceph, R2...)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from .common import ObjectName, SecretKey
+from .meta import ApiModel
+
+EndpointUrl = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]
+
+
+class CredentialsSecretRef(ApiModel):
+    """A Secret with static S3 keys. Leave unset to use the pod's identity (IRSA, workload identity)."""
+
+    name: ObjectName
+    """Name of the Secret in the FineTuneJob's namespace."""
+    access_key_id_key: SecretKey = "AWS_ACCESS_KEY_ID"
+    """Key holding the access key id."""
+    secret_access_key_key: SecretKey = "AWS_SECRET_ACCESS_KEY"
+    """Key holding the secret access key."""
+    session_token_key: SecretKey | None = None
+    """Key holding a session token, for temporary credentials."""
+
+
+class StorageSpec(ApiModel):
+    """How `s3://` URIs are reached."""
+
+    endpoint_url: EndpointUrl | None = None
+    """Endpoint of an S3-compatible store, e.g. `http://minio.storage:9000`. Unset means AWS S3."""
+    region: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")
+    """Region of the bucket."""
+    path_style: bool = False
+    """Address buckets as `endpoint/bucket/key` instead of `bucket.endpoint/key` (MinIO, Ceph need it)."""
+    verify_tls: bool = True
+    """Verify the endpoint's TLS certificate."""
+    credentials_secret_ref: CredentialsSecretRef | None = None
+    """Static credentials; without it the default AWS credential chain of the pod applies."""

@@ -1,0 +1,134 @@
+"""URI types used by the spec.
+
+Each annotation validates in Python and also emits the same rule as CEL into the generated CRD, so
+`kubectl apply` and `ftjob validate` refuse the same strings with the same words.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+MAX_URI_LENGTH = 1024
+
+# RE2- and Python-compatible patterns (the API server evaluates them with Go's regexp).
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"
+HF_URI = r"^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9._/-]*$"
+FILE_URI = r"^file:///[^\s]*$"
+LOCAL_PATH = r"^/[^\s]*$"
+DOT_DOT_SEGMENT = r"(^|/)\.\.(/|$)"
+
+_SCHEME_PATTERNS = {"s3": S3_URI, "hf": HF_URI, "file": FILE_URI, "path": LOCAL_PATH}
+_SCHEME_HINTS = {
+    "s3": "s3://bucket/key",
+    "hf": "hf://org/name@revision",
+    "file": "file:///absolute/path",
+    "path": "/absolute/path",
+}
+
+
+@dataclass(frozen=True)
+class UriRule:
+    """Which URI forms a field accepts."""
+
+    schemes: tuple[str, ...]
+
+    @property
+    def hint(self) -> str:
+        return " or ".join(_SCHEME_HINTS[s] for s in self.schemes)
+
+    def check(self, value: str) -> str:
+        if re.search(DOT_DOT_SEGMENT, value):
+            raise ValueError("must not contain '..' path segments")
+        if value.startswith("s3://") and "s3" in self.schemes and not re.match(S3_URI, value):
+            raise ValueError("must be a well-formed s3://bucket/key URI (bucket: 3-63 lowercase characters)")
+        if value.startswith("hf://") and "hf" in self.schemes and not re.match(HF_URI, value):
+            raise ValueError("must be hf://org/name@revision with the revision pinned")
+        if not any(re.match(_SCHEME_PATTERNS[s], value) for s in self.schemes):
+            raise ValueError(f"must be {self.hint}")
+        return value
+
+    def cel_rules(self) -> list[dict[str, str]]:
+        """The same checks as `check`, as CRD x-kubernetes-validations."""
+        accepted = " || ".join(f"self.matches({_cel_string(_SCHEME_PATTERNS[s])})" for s in self.schemes)
+        rules = [
+            {
+                "rule": f"!self.matches({_cel_string(DOT_DOT_SEGMENT)})",
+                "message": "must not contain '..' path segments",
+            },
+            {"rule": accepted, "message": f"must be {self.hint}"},
+        ]
+        if "s3" in self.schemes:
+            rules.insert(
+                1,
+                {
+                    "rule": f"!self.startsWith('s3://') || self.matches({_cel_string(S3_URI)})",
+                    "message": "must be a well-formed s3://bucket/key URI (bucket: 3-63 lowercase characters)",
+                },
+            )
+        return rules
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out["x-kubernetes-validations"] = self.cel_rules()
+        return out
+
+
+def _cel_string(pattern: str) -> str:
+    """Quote a regex as a CEL raw string literal (no escaping needed for backslashes)."""
+    assert "'" not in pattern
+    return f"r'{pattern}'"
+
+
+def _uri(*schemes: str) -> Any:
+    rule = UriRule(schemes)
+    return Annotated[str, Field(min_length=1, max_length=MAX_URI_LENGTH), AfterValidator(rule.check), rule]
+
+
+ModelUri = _uri("hf", "s3", "file", "path")
+DataUri = _uri("s3", "file")
+OutputUri = _uri("s3", "file")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """Split `s3://bucket/key` into bucket and key (the key may be empty)."""
+    if not re.match(S3_URI, uri):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    return S3Location(bucket=bucket, key=key)
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo_id: str
+    revision: str
+
+
+def parse_hf_uri(uri: str) -> HubModel:
+    """Split `hf://org/name@revision`."""
+    if not re.match(HF_URI, uri):
+        raise ValueError(f"not an hf://org/name@revision URI: {uri!r}")
+    repo, _, revision = uri[len("hf://") :].partition("@")
+    return HubModel(repo_id=repo, revision=revision)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join path parts onto a URI with exactly one slash between them."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out

@@ -1,0 +1,1 @@
+"""Generators: the FineTuneJob model -> CRD, Helm CRD template, API reference."""

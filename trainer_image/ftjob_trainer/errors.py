@@ -1,0 +1,43 @@
+"""Trainer errors, each tied to an exit code and a condition reason the operator shows."""
+
+from __future__ import annotations
+
+from ftjob.contract import ExitCode
+
+
+class TrainerError(Exception):
+    """Base class: `str(err)` is the user-facing message (never containing credentials)."""
+
+    exit_code: ExitCode = ExitCode.INFRASTRUCTURE
+    reason: str = "TrainerFailed"
+
+
+class ConfigInvalid(TrainerError):
+    exit_code = ExitCode.CONFIG_INVALID
+    reason = "ConfigInvalid"
+
+
+class DataInvalid(TrainerError):
+    exit_code = ExitCode.DATA_INVALID
+    reason = "DataInvalid"
+
+
+class InputUnavailable(TrainerError):
+    """Missing object, missing bucket, access denied: retrying will not help."""
+
+    exit_code = ExitCode.INPUT_UNAVAILABLE
+    reason = "InputUnavailable"
+
+
+class StorageUnreachable(TrainerError):
+    """The store did not answer (connection refused, timeouts, 5xx) even after retries."""
+
+    exit_code = ExitCode.STORAGE_UNREACHABLE
+    reason = "StorageUnreachable"
+
+
+class Interrupted(TrainerError):
+    """SIGTERM arrived; a checkpoint was saved."""
+
+    exit_code = ExitCode.INTERRUPTED
+    reason = "Interrupted"
