@@ -35,7 +35,9 @@ CONTAINER_NAME: Final = "trainer"
 TRAINER_COMMAND: Final = ("ftjob-train",)
 
 # Environment variable names that hold credentials: never logged, never written anywhere.
-SECRET_ENV_NAMES: Final = frozenset({ENV_HF_TOKEN, ENV_AWS_ACCESS_KEY_ID, ENV_AWS_SECRET_ACCESS_KEY, ENV_AWS_SESSION_TOKEN})
+SECRET_ENV_NAMES: Final = frozenset(
+    {ENV_HF_TOKEN, ENV_AWS_ACCESS_KEY_ID, ENV_AWS_SECRET_ACCESS_KEY, ENV_AWS_SESSION_TOKEN}
+)
 
 
 class ExitCode(IntEnum):
@@ -62,7 +64,16 @@ USER_ERROR_EXIT_CODES: Final = (ExitCode.CONFIG_INVALID, ExitCode.DATA_INVALID, 
 # --- progress: one line per record on stdout, read back by the operator from the pod log ------------
 PROGRESS_PREFIX: Final = "FTJOB_PROGRESS "
 
-Stage = Literal["starting", "downloading", "validating-data", "loading-model", "training", "evaluating", "uploading", "done"]
+Stage = Literal[
+    "starting",
+    "downloading",
+    "validating-data",
+    "loading-model",
+    "training",
+    "evaluating",
+    "uploading",
+    "done",
+]
 
 
 class ProgressRecord(ApiModel):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from .meta import ApiModel
 
@@ -21,10 +22,17 @@ def _quantity_to_str(value: Any) -> Any:
     return value
 
 
+def _check_quantity(value: str) -> str:
+    if not re.match(QUANTITY_PATTERN, value):
+        raise ValueError("must be a Kubernetes quantity such as 8, 500m or 32Gi")
+    return value
+
+
 Quantity = Annotated[
     str,
     BeforeValidator(_quantity_to_str),
-    Field(pattern=QUANTITY_PATTERN, max_length=64),
+    Field(max_length=64),
+    AfterValidator(_check_quantity),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],

@@ -38,7 +38,9 @@ class PeftSpec(ApiModel):
     """LoRA scaling factor, usually twice the rank."""
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     """Dropout on the adapter input."""
-    target_modules: list[ModuleName] = Field(default=[ALL_LINEAR], min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"})
+    target_modules: list[ModuleName] = Field(
+        default=[ALL_LINEAR], min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
     """Module names to adapt, or the single value `all-linear` (every linear layer except the output
     head)."""
     quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)

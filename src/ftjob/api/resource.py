@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from .meta import API_VERSION, KIND, MAX_NAME_LENGTH, ApiModel
+
+assert (API_VERSION, KIND) == ("ftjob.dev/v1alpha1", "FineTuneJob")  # the Literals below must follow
 from .spec import FineTuneJobSpec
 from .status import FineTuneJobStatus
 
@@ -27,8 +29,8 @@ class ObjectMeta(ApiModel):
 class FineTuneJob(ApiModel):
     """A request to fine-tune a model into a LoRA adapter, and what became of it."""
 
-    api_version: Literal["ftjob.dev/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
-    kind: Literal["FineTuneJob"] = KIND
+    api_version: Literal["ftjob.dev/v1alpha1"] = Field(default="ftjob.dev/v1alpha1", alias="apiVersion")
+    kind: Literal["FineTuneJob"] = "FineTuneJob"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: FineTuneJobSpec
     status: FineTuneJobStatus | None = None

@@ -9,7 +9,10 @@ from pydantic import Field
 from .common import DNS_SUBDOMAIN_PATTERN, Quantity
 from .meta import ApiModel
 
-LabelKey = Annotated[str, Field(min_length=1, max_length=317, pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")]
+LabelKey = Annotated[
+    str,
+    Field(min_length=1, max_length=317, pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"),
+]
 LabelValue = Annotated[str, Field(max_length=63, pattern=r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")]
 
 
@@ -33,7 +36,9 @@ class ResourcesSpec(ApiModel):
 
     gpus: int = Field(default=1, ge=0, le=64)
     """GPUs for the trainer (a `limits` entry of `gpuResourceName`). 0 runs on the CPU with plain LoRA."""
-    gpu_resource_name: str = Field(default="nvidia.com/gpu", max_length=253, pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$")
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu", max_length=253, pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$"
+    )
     """Extended resource name of the GPU device plugin."""
     cpu: Quantity = "4"
     """CPU request and limit."""
@@ -55,5 +60,7 @@ class SchedulingSpec(ApiModel):
     queue_name: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_SUBDOMAIN_PATTERN)
     """Kueue LocalQueue: the Job is created suspended with label `kueue.x-k8s.io/queue-name` and runs when
     Kueue admits it."""
-    priority_class_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    priority_class_name: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
+    )
     """PriorityClass of the trainer pod."""

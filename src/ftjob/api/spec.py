@@ -63,7 +63,9 @@ class FineTuneJobSpec(ApiModel):
     """Kueue queue and priority."""
     image: str | None = Field(default=None, min_length=1, max_length=512, pattern=IMAGE_PATTERN)
     """Trainer image, overriding the operator's default."""
-    service_account_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    service_account_name: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
+    )
     """ServiceAccount of the trainer pod (e.g. one bound to an IAM role); the operator's default otherwise."""
     suspend: bool = False
     """Stop the job (the trainer checkpoints on SIGTERM) while true; resume from the checkpoint when set back

@@ -23,7 +23,9 @@ class Condition(ApiModel):
     """Condition type, e.g. `Succeeded`."""
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
-    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    reason: Annotated[
+        str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    ]
     """CamelCase reason, stable for automation."""
     message: Text = ""
     """Human-readable details."""
@@ -67,8 +69,8 @@ class DatasetStats(ApiModel):
     """Examples used for validation."""
     dropped: int = Field(default=0, ge=0)
     """Examples dropped, all reasons together."""
-    dropped_by_reason: Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=32)] = Field(
-        default_factory=dict
+    dropped_by_reason: Annotated[dict[Annotated[str, Field(max_length=64)], int], Field(max_length=32)] = (
+        Field(default_factory=dict)
     )
     """Dropped examples per reason (see the data report for samples with line numbers)."""
     truncated: int = Field(default=0, ge=0)

@@ -40,9 +40,27 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".spec.baseModel.uri",
         "description": "Base model.",
     },
-    {"name": "Method", "type": "string", "priority": 1, "jsonPath": ".spec.peft.method", "description": "qlora or lora."},
-    {"name": "Job", "type": "string", "priority": 1, "jsonPath": ".status.jobName", "description": "Trainer Job."},
-    {"name": "Message", "type": "string", "priority": 1, "jsonPath": ".status.message", "description": "What happened."},
+    {
+        "name": "Method",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".spec.peft.method",
+        "description": "qlora or lora.",
+    },
+    {
+        "name": "Job",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.jobName",
+        "description": "Trainer Job.",
+    },
+    {
+        "name": "Message",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.message",
+        "description": "What happened.",
+    },
 ]
 
 

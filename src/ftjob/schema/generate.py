@@ -57,8 +57,13 @@ def generated_files() -> list[GeneratedFile]:
     return [
         GeneratedFile(CRD_PATH, HEADER + dump_yaml(crd)),
         GeneratedFile(HELM_CRD_PATH, _helm_crd(crd)),
-        GeneratedFile(API_DOC_PATH, "<!-- " + HEADER.replace("# ", "").replace("\n", " ").strip() + " -->\n"
-                      + render_api_reference(crd)),
+        GeneratedFile(
+            API_DOC_PATH,
+            "<!-- "
+            + HEADER.replace("# ", "").replace("\n", " ").strip()
+            + " -->\n"
+            + render_api_reference(crd),
+        ),
     ]
 
 

@@ -54,8 +54,10 @@ def _section(title: str, node: Schema, path: str, out: list[str]) -> None:
     out.append("|---|---|---|---|---|")
     nested: list[tuple[str, Schema]] = []
     for name, sub in props.items():
-        default = "required" if name in required else (
-            f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
+        default = (
+            "required"
+            if name in required
+            else (f"`{json.dumps(sub['default'])}`" if "default" in sub else "")
         )
         out.append(
             f"| `{name}` | {_type_label(sub)} | {_cell(default)} | {_cell(sub.get('description', ''))} "
@@ -87,7 +89,9 @@ def render_api_reference(crd: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for col in version["additionalPrinterColumns"]:
-        out.append(f"| {col['name']} | `{col['jsonPath']}` | {'-o wide' if col.get('priority') else 'always'} |")
+        out.append(
+            f"| {col['name']} | `{col['jsonPath']}` | {'-o wide' if col.get('priority') else 'always'} |"
+        )
     out += ["", "## Spec", ""]
     _section("spec", schema["properties"]["spec"], "spec", out)
     out += ["## Status", ""]

@@ -68,6 +68,14 @@ def _rewrite(node: Schema, defs: dict[str, Schema], stack: tuple[str, ...]) -> S
         if key == "anyOf":
             out[key] = [_rewrite(sub, defs, stack) for sub in value]
             continue
+        if key == "patternProperties":
+            # dict[PatternKey, V]: the value schema becomes additionalProperties, the key pattern a CEL rule.
+            ((pattern, sub),) = value.items()
+            out["additionalProperties"] = _rewrite(sub, defs, stack)
+            out.setdefault("x-kubernetes-validations", []).append(
+                {"rule": f"self.all(k, k.matches(r'{pattern}'))", "message": f"keys must match {pattern}"}
+            )
+            continue
         if key == "propertyNames":
             pattern = value.get("pattern")
             if pattern:
@@ -93,10 +101,28 @@ def _rewrite(node: Schema, defs: dict[str, Schema], stack: tuple[str, ...]) -> S
 
 
 _KEY_ORDER = [
-    "type", "description", "default", "nullable", "enum", "format", "pattern",
-    "minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minLength", "maxLength",
-    "minItems", "maxItems", "maxProperties", "anyOf", "x-kubernetes-int-or-string",
-    "required", "properties", "items", "additionalProperties",
+    "type",
+    "description",
+    "default",
+    "nullable",
+    "enum",
+    "format",
+    "pattern",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "maxProperties",
+    "anyOf",
+    "x-kubernetes-int-or-string",
+    "required",
+    "properties",
+    "items",
+    "additionalProperties",
 ]
 
 

@@ -1,0 +1,1 @@
+"""`ftjob`: the user CLI."""
