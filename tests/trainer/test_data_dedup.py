@@ -1,0 +1,194 @@
+"""Exact and near-duplicate detection: realistic pairs, the estimate's accuracy, the LSH index missing
+nothing the threshold asks for, and determinism across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from ftjob_trainer.data.checks import Message
+from ftjob_trainer.data.dedup import (
+    MAX_BANDS,
+    NUM_HASHES,
+    DedupIndex,
+    Fingerprint,
+    exact_key,
+    lsh_bands,
+    minhash,
+    minhash_of,
+    shingle_hashes,
+    similarity,
+)
+
+QUESTION = "How do I rotate the API keys for my production workspace without downtime?"
+ANSWER = (
+    "Create a second key in the Security tab of the workspace settings before you revoke the first one. "
+    "Deploy the new key to every service that calls the API, watch the request log until traffic on the "
+    "old key has stopped for at least an hour, and only then revoke the old key. Keys cannot be renewed "
+    "in place, so running two valid keys side by side is what keeps the rotation free of downtime."
+)
+OTHER_ANSWER = (
+    "API keys for production workspaces are managed by owners only. Ask an owner to open the billing "
+    "page, confirm the plan allows additional keys, and request a temporary key from support if the "
+    "limit is reached. Support answers within one business day and will expire the temporary key after "
+    "thirty days, after which the regular limit applies again to the whole workspace."
+)
+
+
+def chat(user: str, assistant: str, system: str | None = None) -> tuple[Message, ...]:
+    head = (Message("system", system),) if system else ()
+    return (*head, Message("user", user), Message("assistant", assistant))
+
+
+def true_jaccard(a: tuple[Message, ...], b: tuple[Message, ...]) -> float:
+    left, right = shingle_hashes(a), shingle_hashes(b)
+    return len(left & right) / len(left | right)
+
+
+def index_of(*examples: tuple[Message, ...], threshold: float = 0.9) -> DedupIndex:
+    index = DedupIndex(threshold)
+    for number, example in enumerate(examples, start=1):
+        index.add(Fingerprint(example, near=True), number)
+    return index
+
+
+def test_exact_key_ignores_case_and_whitespace_only() -> None:
+    original = chat("What is LoRA?", "Low-rank adapters.")
+    reformatted = chat("  what IS\tlora? ", "low-rank\n\nadapters.")
+    reworded = chat("What is LoRA?", "Low rank adapters.")
+
+    assert exact_key(original) == exact_key(reformatted)
+    assert exact_key(original) != exact_key(reworded)
+    assert exact_key(original) != exact_key(chat("Low-rank adapters.", "What is LoRA?"))
+
+
+def test_one_word_edit_is_a_near_duplicate_at_0_9() -> None:
+    original = chat(QUESTION, ANSWER)
+    two_words = chat(QUESTION, ANSWER.replace("Security", "Access", 1).replace("an hour", "a day", 1))
+    one_word = chat(QUESTION, ANSWER.replace("Security", "Access", 1))
+
+    found = index_of(original).find_near(Fingerprint(one_word, near=True))
+
+    assert true_jaccard(original, one_word) >= 0.9
+    assert found is not None
+    assert found.line == 1
+    assert found.similarity >= 0.9
+    # Two edits in an answer this long are too many for 0.9 but fine for 0.8.
+    assert index_of(original).find_near(Fingerprint(two_words, near=True)) is None
+    assert index_of(original, threshold=0.8).find_near(Fingerprint(two_words, near=True)) is not None
+
+
+def test_different_answer_to_the_same_question_is_not_a_near_duplicate() -> None:
+    original, different = chat(QUESTION, ANSWER), chat(QUESTION, OTHER_ANSWER)
+
+    assert index_of(original, threshold=0.5).find_near(Fingerprint(different, near=True)) is None
+    assert similarity(minhash(original), minhash(different)) < 0.3
+
+
+def test_short_questions_differing_in_their_key_word_are_not_near_duplicates() -> None:
+    france = chat("What is the capital of France?", "The capital of France is Paris.")
+    spain = chat("What is the capital of Spain?", "The capital of Spain is Madrid.")
+
+    assert index_of(france, threshold=0.5).find_near(Fingerprint(spain, near=True)) is None
+
+
+def test_shared_system_prompt_does_not_make_examples_alike() -> None:
+    system = " ".join(["You are a careful assistant for the ACME support desk."] * 20)
+    first = chat("How do I export my invoices?", "Use the Export button on the Billing page.", system)
+    second = chat("Can I change my username?", "No, usernames are permanent once chosen.", system)
+    same_pair_other_persona = chat(
+        "How do I export my invoices?", "Use the Export button on the Billing page.", "Be terse."
+    )
+
+    index = index_of(first, threshold=0.5)
+
+    assert index.find_near(Fingerprint(second, near=True)) is None
+    assert index.find_exact(Fingerprint(same_pair_other_persona, near=True)) is None
+    match = index.find_near(Fingerprint(same_pair_other_persona, near=True))
+    assert match is not None
+    assert match.similarity == 1.0
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(8, 4), (40, 20), (200, 150), (2000, 1000)])
+def test_estimate_tracks_true_jaccard(size: int, overlap: int) -> None:
+    # Sets of distinct hashes with a known overlap; small ones exercise the densification of empty bins.
+    rng = random.Random(size)
+    pool = [rng.getrandbits(64) for _ in range(2 * size - overlap)]
+    left, right = pool[:size], pool[size - overlap :]
+    expected = overlap / (2 * size - overlap)
+
+    estimate = similarity(minhash_of(left), minhash_of(right))
+
+    # Four standard deviations of a 64-value MinHash estimate.
+    assert abs(estimate - expected) <= 4 * (expected * (1 - expected) / NUM_HASHES) ** 0.5
+
+
+def test_minhash_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty set"):
+        minhash_of([])
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.9, 0.95])
+def test_index_finds_every_pair_the_estimate_puts_above_the_threshold(threshold: float) -> None:
+    rng = random.Random(7)
+    vocabulary = [f"term{i}" for i in range(500)]
+    bases = [
+        chat(" ".join(rng.choices(vocabulary, k=10)), " ".join(rng.choices(vocabulary, k=60)))
+        for _ in range(40)
+    ]
+    index = index_of(*bases, threshold=threshold)
+    signatures = [minhash(base) for base in bases]
+    hits = misses = 0
+    for base in bases:
+        for edits in range(6):
+            words = base[1].content.split()
+            for _ in range(edits):
+                words[rng.randrange(len(words))] = rng.choice(vocabulary)
+            variant = chat(base[0].content, " ".join(words))
+            print_ = Fingerprint(variant, near=True)
+            assert print_.signature is not None
+            scores = [similarity(print_.signature, other) for other in signatures]
+            best = max(scores)
+            found = index.find_near(print_)
+            if best >= threshold:
+                hits += 1
+                assert found is not None
+                assert (found.line, found.similarity) == (scores.index(best) + 1, best)
+            else:
+                misses += 1
+                assert found is None
+    # Both branches above ran often enough to mean something.
+    assert min(hits, misses) >= 20
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.77, 0.8, 0.9, 0.95, 1.0])
+def test_bands_leave_a_clean_band_for_every_pair_at_the_threshold(threshold: float) -> None:
+    bands, rows = lsh_bands(threshold)
+    worst_mismatches = int((1 - threshold) * NUM_HASHES + 1e-9)
+
+    assert bands * rows <= NUM_HASHES
+    assert bands > worst_mismatches or bands == MAX_BANDS
+
+
+def test_signature_is_the_same_in_another_process() -> None:
+    # Python's str hash changes with PYTHONHASHSEED; dedup (and so the split) must not.
+    example = chat(QUESTION, ANSWER)
+    script = (
+        "import json\n"
+        "from ftjob_trainer.data.checks import Message\n"
+        "from ftjob_trainer.data.dedup import exact_key, minhash\n"
+        f"example = (Message('user', {QUESTION!r}), Message('assistant', {ANSWER!r}))\n"
+        "print(json.dumps([exact_key(example), list(minhash(example))]))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+
+    output = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+
+    assert json.loads(output.stdout) == [exact_key(example), list(minhash(example))]

@@ -1,0 +1,130 @@
+"""Streaming: the reader holds one line at a time, and `prepare_data`'s memory follows the number of
+kept examples, not the size of the file."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import random
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from ftjob.api.data import DataSpec
+from ftjob_trainer.data import DropReason, prepare_data
+from ftjob_trainer.data.reader import JsonlReader, Line
+
+T = TypeVar("T")
+
+CHAT = {"messages": [{"role": "user", "content": "Ping?"}, {"role": "assistant", "content": "Pong."}]}
+
+
+def peak_memory(action: Callable[[], T]) -> tuple[T, int]:
+    """The result of `action` and the most memory Python had allocated at once while it ran."""
+    tracemalloc.start()
+    try:
+        return action(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_reader_is_lazy(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_text((json.dumps(CHAT) + "\n") * 200_000, encoding="utf-8")
+    reader = JsonlReader(path)
+
+    lines = iter(reader)
+    first = next(lines)
+
+    assert inspect.isgenerator(lines)
+    assert first == Line(1, json.dumps(CHAT))
+    assert reader.size_bytes == len(json.dumps(CHAT)) + 1
+
+
+def test_reading_200k_lines_takes_constant_memory(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_text((json.dumps(CHAT) + "\n") * 200_000, encoding="utf-8")
+    reader = JsonlReader(path)
+
+    count, peak = peak_memory(lambda: sum(1 for _ in reader))
+
+    assert count == reader.lines == 200_000
+    assert path.stat().st_size > 10_000_000
+    assert peak < 100_000
+    assert reader.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_prepare_memory_follows_kept_examples_not_file_size(tmp_path: Path) -> None:
+    # 10,000 lines of about 1 KiB drawn from 200 distinct examples: 10 MB to read, 200 to remember.
+    rng = random.Random(0)
+    vocabulary = [f"word{i}" for i in range(1000)]
+    distinct = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": " ".join(rng.choices(vocabulary, k=20))},
+                    {"role": "assistant", "content": " ".join(rng.choices(vocabulary, k=120))},
+                ]
+            }
+        )
+        for _ in range(200)
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(distinct[i % 200] + "\n" for i in range(10_000)), encoding="utf-8")
+    spec = DataSpec.model_validate({"trainUri": "file:///data/train.jsonl"})
+
+    prepared, peak = peak_memory(
+        lambda: prepare_data(path, None, spec, seed=0, max_seq_length=512, out_dir=tmp_path / "out")
+    )
+
+    assert prepared.train_examples + prepared.validation_examples == 200
+    assert prepared.report.inputs[0].dropped[DropReason.DUPLICATE].count == 9_800
+    assert path.stat().st_size > 10_000_000
+    assert peak < 1_000_000
+
+
+def test_digest_and_counts_cover_blank_crlf_and_bom_lines(tmp_path: Path) -> None:
+    content = b'\xef\xbb\xbf{"a": 1}\r\n\r\n   \n{"b": 2}\n{"c": 3}'
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(content)
+    reader = JsonlReader(path)
+
+    lines = list(reader)
+
+    assert lines == [Line(1, '{"a": 1}'), Line(4, '{"b": 2}'), Line(5, '{"c": 3}')]
+    assert (reader.lines, reader.blank_lines, reader.size_bytes) == (3, 2, len(content))
+    assert reader.sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_undecodable_and_overlong_lines_are_reported_not_loaded(tmp_path: Path) -> None:
+    content = b'{"ok": 1}\n{"bad": "\xff"}\n' + b"x" * 5000 + b"\n" + b'{"after": 2}\n'
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(content)
+    reader = JsonlReader(path, max_line_bytes=1000)
+
+    lines = list(reader)
+
+    assert [(line.number, line.problem) for line in lines] == [
+        (1, None),
+        (2, "not valid UTF-8 (byte 10)"),
+        (3, "line is longer than 1000 bytes"),
+        (4, None),
+    ]
+    assert lines[2].text == "x" * 1000
+    assert reader.sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_reader_reads_once_and_knows_its_digest_only_at_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n", encoding="utf-8")
+    reader = JsonlReader(path)
+
+    with pytest.raises(RuntimeError, match="only after the whole file"):
+        _ = reader.sha256
+    list(reader)
+    with pytest.raises(RuntimeError, match="reads its file once"):
+        list(reader)
