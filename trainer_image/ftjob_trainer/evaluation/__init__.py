@@ -1,0 +1,1 @@
+"""Evaluation of the tuned model against the base model: losses, generation metrics, the report."""

@@ -1,0 +1,49 @@
+"""`manifest.json`: what went in, what ran, what came out - enough to reproduce or audit the run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from typing import Any
+
+from pydantic import Field
+
+from ftjob.api.meta import ApiModel
+from ftjob.api.status import Artifacts, Metrics
+
+LIBRARIES = ("ftjob", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "boto3", "pydantic")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class InputFile(ApiModel):
+    uri: str
+    sha256: str
+
+
+class Manifest(ApiModel):
+    job: dict[str, str]
+    """name, namespace and uid of the FineTuneJob."""
+    started_at: str
+    finished_at: str
+    base_model: dict[str, Any]
+    """uri, resolved revision, and sha256 of every model file."""
+    data: list[InputFile]
+    spec: dict[str, Any]
+    """The spec as given, defaults resolved."""
+    resolved: dict[str, Any]
+    """What actually ran: method (after any fallback), precision, device, steps, warmup, effective batch."""
+    seed: int
+    resumed_from_step: int | None = None
+    tokens_trained: int | None = None
+    libraries: dict[str, str] = Field(default_factory=library_versions)
+    metrics: Metrics
+    artifacts: Artifacts

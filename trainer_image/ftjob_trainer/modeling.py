@@ -1,0 +1,142 @@
+"""Choosing how to train (QLoRA or LoRA, which precision) and loading the model and tokenizer.
+
+The choices are pure functions of the spec and the hardware, unit tested without a GPU; loading imports
+torch/transformers/peft lazily so the CLI starts instantly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ftjob.api.peft import ALL_LINEAR, PeftSpec
+
+from .errors import ConfigInvalid
+
+log = logging.getLogger("ftjob.trainer")
+
+DType = Literal["bfloat16", "float16", "float32"]
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cuda: bool
+    bf16: bool
+    device_name: str
+
+    @classmethod
+    def detect(cls) -> Hardware:
+        import torch
+
+        if torch.cuda.is_available():
+            return cls(cuda=True, bf16=torch.cuda.is_bf16_supported(), device_name=torch.cuda.get_device_name(0))
+        return cls(cuda=False, bf16=False, device_name="cpu")
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What will actually run, and why, when it differs from what the spec asked."""
+
+    method: Literal["qlora", "lora"]
+    dtype: DType
+    """Dtype of the trainable computation (bf16/fp16 mixed precision on GPUs, fp32 on CPUs)."""
+    notes: tuple[str, ...]
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == "bfloat16"
+
+    @property
+    def fp16(self) -> bool:
+        return self.dtype == "float16"
+
+
+def plan_training(peft: PeftSpec, hardware: Hardware) -> TrainingPlan:
+    notes: list[str] = []
+    method = peft.method
+    if method == "qlora" and not hardware.cuda:
+        method = "lora"
+        notes.append("no CUDA device: QLoRA needs a GPU for 4-bit kernels, training plain LoRA in float32 instead")
+    requested = peft.quantization.compute_dtype
+    dtype: DType
+    if not hardware.cuda:
+        # CPUs here have no native bf16: trl's bf16 default would make every step ~15x slower.
+        dtype = "float32"
+    elif requested == "auto":
+        dtype = "bfloat16" if hardware.bf16 else "float16"
+    elif requested == "bfloat16" and not hardware.bf16:
+        dtype = "float16"
+        notes.append(f"{hardware.device_name} has no bfloat16 support: computing in float16")
+    else:
+        dtype = requested
+    return TrainingPlan(method=method, dtype=dtype, notes=tuple(notes))
+
+
+def lora_config_kwargs(peft: PeftSpec) -> dict[str, Any]:
+    """Arguments of peft.LoraConfig for the spec (pure)."""
+    modules = peft.target_modules
+    return {
+        "r": peft.r,
+        "lora_alpha": peft.alpha,
+        "lora_dropout": peft.dropout,
+        "target_modules": ALL_LINEAR if modules == [ALL_LINEAR] else list(modules),
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
+
+
+def quantization_kwargs(peft: PeftSpec, dtype: DType) -> dict[str, Any]:
+    """Arguments of transformers.BitsAndBytesConfig for QLoRA (pure; dtype as a name)."""
+    quant = peft.quantization
+    return {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": quant.quant_type,
+        "bnb_4bit_use_double_quant": quant.double_quant,
+        "bnb_4bit_compute_dtype": dtype,
+        # Keep the 4-bit weights' storage dtype equal to the compute dtype (needed for FSDP/merging too).
+        "bnb_4bit_quant_storage": dtype,
+    }
+
+
+def load_tokenizer(model_dir: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigInvalid(f"cannot load a tokenizer from the base model: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise ConfigInvalid("the base model's tokenizer has no chat template; use an instruct/chat model")
+    if tokenizer.pad_token is None:
+        # Padding tokens are masked out of the loss, so reusing EOS is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_dir: Path, plan: TrainingPlan, peft: PeftSpec, *, trust_remote_code: bool, gradient_checkpointing: bool) -> Any:
+    """The base model wrapped with fresh LoRA adapters, ready for training."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = getattr(torch, plan.dtype)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
+    if plan.method == "qlora":
+        quant = quantization_kwargs(peft, plan.dtype)
+        quant["bnb_4bit_compute_dtype"] = dtype
+        quant["bnb_4bit_quant_storage"] = dtype
+        kwargs["quantization_config"] = BitsAndBytesConfig(**quant)
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigInvalid(f"cannot load the base model: {exc}") from exc
+    if plan.method == "qlora":
+        # Upcasts norms/embeddings to fp32 and enables input grads for checkpointing through frozen 4-bit layers.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()
+    model.config.use_cache = False  # incompatible with gradient checkpointing; re-enabled for generation
+    return get_peft_model(model, LoraConfig(**lora_config_kwargs(peft)))

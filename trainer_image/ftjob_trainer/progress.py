@@ -1,0 +1,85 @@
+"""Progress reporting behind one small interface.
+
+The operator reads the machine-readable records from the pod log (see docs/progress.md); people read
+the human lines. Both go to stdout, so `kubectl logs` shows them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol, TextIO
+
+from ftjob.contract import ProgressRecord, Stage, format_progress_line
+
+log = logging.getLogger("ftjob.trainer")
+
+
+class ProgressReporter(Protocol):
+    def report(self, record: ProgressRecord) -> None: ...
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class LogLineReporter:
+    """Writes `FTJOB_PROGRESS {json}` lines to a stream (stdout in the pod)."""
+
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+
+    def report(self, record: ProgressRecord) -> None:
+        self.stream.write(format_progress_line(record) + "\n")
+        self.stream.flush()
+
+
+def stage_record(stage: Stage) -> ProgressRecord:
+    return ProgressRecord(stage=stage, time=now_iso())
+
+
+@dataclass
+class ThroughputMeter:
+    """Steps/s and tokens/s over a sliding window, and the ETA that follows from them."""
+
+    window: int = 20
+    _samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=21))
+
+    def add(self, step: int, tokens_seen: int, at: float | None = None) -> None:
+        self._samples.append((time.monotonic() if at is None else at, step, tokens_seen))
+
+    def rates(self) -> tuple[float | None, float | None]:
+        """(steps per second, tokens per second), or None while there is too little data."""
+        if len(self._samples) < 2:
+            return None, None
+        (t0, s0, k0), (t1, s1, k1) = self._samples[0], self._samples[-1]
+        elapsed = t1 - t0
+        if elapsed <= 0 or s1 <= s0:
+            return None, None
+        return (s1 - s0) / elapsed, (k1 - k0) / elapsed if k1 > k0 else None
+
+    def eta_seconds(self, step: int, total_steps: int) -> int | None:
+        steps_per_second, _ = self.rates()
+        if steps_per_second is None or total_steps <= 0:
+            return None
+        return max(0, round((total_steps - step) / steps_per_second))
+
+
+def human_line(record: ProgressRecord) -> str:
+    """`step 40/120 (33%) | epoch 0.67 | loss 1.234 | 812 tok/s | ETA 2m10s`."""
+    parts = [f"step {record.step}/{record.total_steps}"]
+    if record.total_steps:
+        parts[0] += f" ({100 * record.step // record.total_steps}%)"
+    parts.append(f"epoch {record.epoch:.2f}")
+    if record.loss is not None:
+        parts.append(f"loss {record.loss:.4f}")
+    if record.tokens_per_second is not None:
+        parts.append(f"{record.tokens_per_second:.0f} tok/s")
+    if record.eta_seconds is not None:
+        minutes, seconds = divmod(record.eta_seconds, 60)
+        parts.append(f"ETA {minutes}m{seconds:02d}s")
+    return " | ".join(parts)
