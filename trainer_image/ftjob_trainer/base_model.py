@@ -40,7 +40,9 @@ def hash_tree(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def resolve_base_model(spec: BaseModelSpec, storage: Storage, dest: Path, env: Mapping[str, str]) -> ResolvedModel:
+def resolve_base_model(
+    spec: BaseModelSpec, storage: Storage, dest: Path, env: Mapping[str, str]
+) -> ResolvedModel:
     uri = spec.uri
     if uri.startswith("s3://"):
         files = storage.download_prefix(uri, dest)
@@ -55,16 +57,25 @@ def resolve_base_model(spec: BaseModelSpec, storage: Storage, dest: Path, env: M
 
 def _from_hub(uri: str, dest: Path, env: Mapping[str, str]) -> ResolvedModel:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     hub = parse_hf_uri(uri)
     token = env.get(contract.ENV_HF_TOKEN) or None
     try:
         path = snapshot_download(repo_id=hub.repo_id, revision=hub.revision, cache_dir=str(dest), token=token)
     except GatedRepoError as exc:
-        raise InputUnavailable(f"{uri}: gated model; set spec.baseModel.tokenSecretRef to a token with access") from exc
+        raise InputUnavailable(
+            f"{uri}: gated model; set spec.baseModel.tokenSecretRef to a token with access"
+        ) from exc
     except RepositoryNotFoundError as exc:
-        raise InputUnavailable(f"{uri}: no such model repository (or it is private and no token was given)") from exc
+        raise InputUnavailable(
+            f"{uri}: no such model repository (or it is private and no token was given)"
+        ) from exc
     except RevisionNotFoundError as exc:
         raise InputUnavailable(f"{uri}: revision {hub.revision!r} does not exist") from exc
     except (HfHubHTTPError, OSError) as exc:

@@ -94,7 +94,9 @@ class CheckpointStore:
         """Stale checkpoints of another configuration would be resumed by mistake later: remove them."""
         stale = self.storage.list_keys(self.prefix)
         if stale:
-            log.warning("removing %d objects of earlier, different checkpoints under %s", len(stale), self.prefix)
+            log.warning(
+                "removing %d objects of earlier, different checkpoints under %s", len(stale), self.prefix
+            )
             self.storage.delete_prefix(self.prefix)
         marker = json.dumps({"fingerprint": self.fingerprint}).encode()
         self.storage.write_bytes(join_uri(self.prefix, JOB_MARKER), marker)

@@ -75,10 +75,12 @@ def train(env: Mapping[str, str], stop: StopRequest) -> int:
             dataset=pipeline.state.dataset if pipeline else None,
             resumed_from_step=pipeline.state.resumed_from_step if pipeline else None,
         )
-    except Exception as exc:  # noqa: BLE001 - the last line of defence must report, not crash silently
+    except Exception as exc:  # the last line of defence must report, not crash silently
         log.exception("unexpected failure")
         code = ExitCode.INFRASTRUCTURE
-        summary = TerminationSummary(outcome="Failed", reason="TrainerFailed", message=f"{type(exc).__name__}: {exc}")
+        summary = TerminationSummary(
+            outcome="Failed", reason="TrainerFailed", message=f"{type(exc).__name__}: {exc}"
+        )
     write_termination_log(termination_log, summary)
     log.info("exit %d (%s): %s", int(code), summary.reason, summary.message)
     return int(code)

@@ -11,7 +11,18 @@ from pydantic import Field
 from ftjob.api.meta import ApiModel
 from ftjob.api.status import Artifacts, Metrics
 
-LIBRARIES = ("ftjob", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "boto3", "pydantic")
+LIBRARIES = (
+    "ftjob",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "accelerate",
+    "bitsandbytes",
+    "boto3",
+    "pydantic",
+)
 
 
 def library_versions() -> dict[str, str]:

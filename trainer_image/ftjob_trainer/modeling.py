@@ -31,7 +31,9 @@ class Hardware:
         import torch
 
         if torch.cuda.is_available():
-            return cls(cuda=True, bf16=torch.cuda.is_bf16_supported(), device_name=torch.cuda.get_device_name(0))
+            return cls(
+                cuda=True, bf16=torch.cuda.is_bf16_supported(), device_name=torch.cuda.get_device_name(0)
+            )
         return cls(cuda=False, bf16=False, device_name="cpu")
 
 
@@ -58,7 +60,9 @@ def plan_training(peft: PeftSpec, hardware: Hardware) -> TrainingPlan:
     method = peft.method
     if method == "qlora" and not hardware.cuda:
         method = "lora"
-        notes.append("no CUDA device: QLoRA needs a GPU for 4-bit kernels, training plain LoRA in float32 instead")
+        notes.append(
+            "no CUDA device: QLoRA needs a GPU for 4-bit kernels, training plain LoRA in float32 instead"
+        )
     requested = peft.quantization.compute_dtype
     dtype: DType
     if not hardware.cuda:
@@ -115,7 +119,14 @@ def load_tokenizer(model_dir: Path, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
-def load_model(model_dir: Path, plan: TrainingPlan, peft: PeftSpec, *, trust_remote_code: bool, gradient_checkpointing: bool) -> Any:
+def load_model(
+    model_dir: Path,
+    plan: TrainingPlan,
+    peft: PeftSpec,
+    *,
+    trust_remote_code: bool,
+    gradient_checkpointing: bool,
+) -> Any:
     """The base model wrapped with fresh LoRA adapters, ready for training."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

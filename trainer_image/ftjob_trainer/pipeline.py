@@ -71,7 +71,9 @@ class RunState:
 
 
 class Pipeline:
-    def __init__(self, config: TrainerConfig, env: Mapping[str, str], reporter: ProgressReporter, stop: StopRequest) -> None:
+    def __init__(
+        self, config: TrainerConfig, env: Mapping[str, str], reporter: ProgressReporter, stop: StopRequest
+    ) -> None:
         self.config = config
         self.spec = config.spec
         self.env = env
@@ -91,7 +93,9 @@ class Pipeline:
     def run(self) -> TerminationSummary:
         self.stage("downloading")
         train_file, validation_file = self.download_data()
-        model = resolve_base_model(self.spec.base_model, self.storage, self.config.path("base-model"), self.env)
+        model = resolve_base_model(
+            self.spec.base_model, self.storage, self.config.path("base-model"), self.env
+        )
         from .modeling import load_tokenizer
 
         tokenizer = load_tokenizer(model.path, self.spec.base_model.trust_remote_code)
@@ -150,7 +154,9 @@ class Pipeline:
         local.write_text(report.to_json())
         (self.outputs.root / "data-report.md").write_text(report.to_markdown())
         self.storage.upload_file(local, join_uri(self.spec.output.uri, "data-report.json"))
-        self.storage.upload_file(self.outputs.root / "data-report.md", join_uri(self.spec.output.uri, "data-report.md"))
+        self.storage.upload_file(
+            self.outputs.root / "data-report.md", join_uri(self.spec.output.uri, "data-report.md")
+        )
 
     def checkpoint_store(self) -> CheckpointStore:
         return CheckpointStore(
@@ -178,11 +184,15 @@ class Pipeline:
             metrics=metrics,
             artifacts=artifacts,
         )
-        (self.outputs.root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+        (self.outputs.root / "manifest.json").write_text(
+            json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+        )
         for sub in ("adapter", "eval") + (("merged",) if self.spec.output.merge_adapter else ()):
             self.storage.upload_dir(self.outputs.root / sub, join_uri(self.spec.output.uri, sub))
         # The manifest goes last: its presence says the rest is complete.
-        self.storage.upload_file(self.outputs.root / "manifest.json", join_uri(self.spec.output.uri, "manifest.json"))
+        self.storage.upload_file(
+            self.outputs.root / "manifest.json", join_uri(self.spec.output.uri, "manifest.json")
+        )
         self.stage("done")
         return TerminationSummary(
             outcome="Succeeded",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -24,9 +25,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("ftjob.trainer")
 
 
-def train_and_evaluate(run: Pipeline, model_source: ResolvedModel, tokenizer: Any, prepared: Any) -> TrainResult:
+def train_and_evaluate(
+    run: Pipeline, model_source: ResolvedModel, tokenizer: Any, prepared: Any
+) -> TrainResult:
     from transformers import EarlyStoppingCallback, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
 
     from .callbacks import CheckpointUploadCallback, ProgressCallback, StopOnSignalCallback
     from .pipeline import TrainResult
@@ -50,21 +54,46 @@ def train_and_evaluate(run: Pipeline, model_source: ResolvedModel, tokenizer: An
         gradient_checkpointing=spec.training.gradient_checkpointing,
     )
     cache = config.path("datasets")
-    train_ds = build_dataset(prepared.train_path, tokenizer, max_length=spec.training.max_seq_length, loss_on=spec.training.loss_on, cache_dir=cache)
-    eval_ds = build_dataset(prepared.validation_path, tokenizer, max_length=spec.training.max_seq_length, loss_on=spec.training.loss_on, cache_dir=cache)
+    train_ds = build_dataset(
+        prepared.train_path,
+        tokenizer,
+        max_length=spec.training.max_seq_length,
+        loss_on=spec.training.loss_on,
+        cache_dir=cache,
+    )
+    eval_ds = build_dataset(
+        prepared.validation_path,
+        tokenizer,
+        max_length=spec.training.max_seq_length,
+        loss_on=spec.training.loss_on,
+        cache_dir=cache,
+    )
 
     store = run.checkpoint_store()
-    callbacks: list[Any] = [ProgressCallback(run.reporter), CheckpointUploadCallback(store), StopOnSignalCallback(run.stop)]
+    callbacks: list[Any] = [
+        ProgressCallback(run.reporter),
+        CheckpointUploadCallback(store),
+        StopOnSignalCallback(run.stop),
+    ]
     if spec.training.early_stopping.enabled:
         stopping = spec.training.early_stopping
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=stopping.patience, early_stopping_threshold=stopping.threshold))
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=stopping.patience, early_stopping_threshold=stopping.threshold
+            )
+        )
     args = SFTConfig(**sft_config_kwargs(spec, plan, config.path("checkpoints"), use_cpu=not hardware.cuda))
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
     )
     # Our progress lines replace the dict that transformers prints on every log step.
     trainer.remove_callback(PrinterCallback)
-    steps = total_steps(spec, len(trainer.train_dataset))
+    steps = total_steps(spec, len(cast(Sized, trainer.train_dataset)))
     trainer.args.warmup_steps = warmup_steps(spec, steps)
 
     resume_dir = None
@@ -78,7 +107,9 @@ def train_and_evaluate(run: Pipeline, model_source: ResolvedModel, tokenizer: An
     run.stage("training")
     train_output = trainer.train(resume_from_checkpoint=str(resume_dir) if resume_dir else None)
     if run.stop.requested:
-        raise Interrupted(f"stopped by {run.stop.signal_name} at step {trainer.state.global_step}; checkpoint saved")
+        raise Interrupted(
+            f"stopped by {run.stop.signal_name} at step {trainer.state.global_step}; checkpoint saved"
+        )
 
     adapter_dir = run.outputs.adapter
     trainer.save_model(str(adapter_dir))
@@ -99,7 +130,7 @@ def train_and_evaluate(run: Pipeline, model_source: ResolvedModel, tokenizer: An
         "stepsDone": trainer.state.global_step,
         "warmupSteps": trainer.args.warmup_steps,
         "effectiveBatchSize": spec.training.per_device_batch_size * spec.training.gradient_accumulation_steps,
-        "trainSequences": len(trainer.train_dataset),
+        "trainSequences": len(cast(Sized, trainer.train_dataset)),
         "trainableParameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     if hardware.cuda:
@@ -108,7 +139,9 @@ def train_and_evaluate(run: Pipeline, model_source: ResolvedModel, tokenizer: An
     return TrainResult(eval=results, resolved=resolved, tokens_trained=tokens)
 
 
-def evaluate(run: Pipeline, trainer: Any, model: Any, tokenizer: Any, prepared: Any, *, train_loss: float | None) -> EvalResults:
+def evaluate(
+    run: Pipeline, trainer: Any, model: Any, tokenizer: Any, prepared: Any, *, train_loss: float | None
+) -> EvalResults:
     spec = run.spec.evaluation
     tuned_loss = trainer.evaluate().get("eval_loss")
     base_loss = None
@@ -137,9 +170,18 @@ def evaluate(run: Pipeline, trainer: Any, model: Any, tokenizer: Any, prepared: 
         history=loss_history(trainer.state.log_history),
     )
     write_report(
-        run.outputs.eval_dir, results, samples, tuned_answers, base_answers, job_name=run.config.name, base_model=run.spec.base_model.uri
+        run.outputs.eval_dir,
+        results,
+        samples,
+        tuned_answers,
+        base_answers,
+        job_name=run.config.name,
+        base_model=run.spec.base_model.uri,
     )
-    log.info("evaluation: %s", {"tuned": results.tuned, "base": results.base, "eval_loss": tuned_loss, "base_eval_loss": base_loss})
+    log.info(
+        "evaluation: %s",
+        {"tuned": results.tuned, "base": results.base, "eval_loss": tuned_loss, "base_eval_loss": base_loss},
+    )
     return results
 
 
@@ -151,7 +193,9 @@ def merge_adapter(run: Pipeline, model_source: ResolvedModel, adapter_dir: Any) 
     dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
     if not torch.cuda.is_available():
         dtype = torch.float32
-    base = AutoModelForCausalLM.from_pretrained(str(model_source.path), dtype=dtype, trust_remote_code=run.spec.base_model.trust_remote_code)
+    base = AutoModelForCausalLM.from_pretrained(
+        str(model_source.path), dtype=dtype, trust_remote_code=run.spec.base_model.trust_remote_code
+    )
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(run.outputs.merged))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):

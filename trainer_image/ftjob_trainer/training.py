@@ -31,7 +31,9 @@ def plan_schedule(spec: FineTuneJobSpec) -> Schedule:
     if not training.early_stopping.enabled:
         return Schedule(eval_steps=training.eval_every_steps, save_steps=every, load_best_at_end=False)
     eval_steps = training.eval_every_steps or every
-    return Schedule(eval_steps=eval_steps, save_steps=eval_steps * math.ceil(every / eval_steps), load_best_at_end=True)
+    return Schedule(
+        eval_steps=eval_steps, save_steps=eval_steps * math.ceil(every / eval_steps), load_best_at_end=True
+    )
 
 
 def total_steps(spec: FineTuneJobSpec, num_sequences: int, world_size: int = 1) -> int:
@@ -49,7 +51,9 @@ def warmup_steps(spec: FineTuneJobSpec, steps: int) -> int:
     return math.ceil(steps * spec.training.warmup_ratio)
 
 
-def sft_config_kwargs(spec: FineTuneJobSpec, plan: TrainingPlan, output_dir: Path, *, use_cpu: bool) -> dict[str, Any]:
+def sft_config_kwargs(
+    spec: FineTuneJobSpec, plan: TrainingPlan, output_dir: Path, *, use_cpu: bool
+) -> dict[str, Any]:
     """Arguments of trl.SFTConfig (pure). The datasets passed to the trainer are already tokenized, with
     an `assistant_masks` column that is all ones when the loss covers every token."""
     training = spec.training
@@ -81,7 +85,9 @@ def sft_config_kwargs(spec: FineTuneJobSpec, plan: TrainingPlan, output_dir: Pat
         "fp16": plan.fp16,
         "use_cpu": use_cpu,
         "gradient_checkpointing": training.gradient_checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if training.gradient_checkpointing else None,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False}
+        if training.gradient_checkpointing
+        else None,
         "packing": training.packing,
         "max_length": training.max_seq_length,
         # The datasets are pre-tokenized with an `assistant_masks` column, which trl folds into the labels on
@@ -102,9 +108,16 @@ def _conversations(path: Path) -> Iterator[list[dict[str, str]]]:
                 yield json.loads(line)["messages"]
 
 
-def tokenized_rows(path: Path, tokenizer: Any, *, max_length: int, loss_on: str) -> Iterator[dict[str, list[int]]]:
+def tokenized_rows(
+    path: Path, tokenizer: Any, *, max_length: int, loss_on: str
+) -> Iterator[dict[str, list[int]]]:
     for messages in _conversations(path):
-        chat = tokenize_chat(tokenizer, messages, loss_on="assistant" if loss_on == "assistant" else "all", max_length=max_length)
+        chat = tokenize_chat(
+            tokenizer,
+            messages,
+            loss_on="assistant" if loss_on == "assistant" else "all",
+            max_length=max_length,
+        )
         yield {"input_ids": chat.input_ids, "assistant_masks": chat.assistant_masks}
 
 

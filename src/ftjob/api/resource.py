@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from .meta import API_VERSION, KIND, MAX_NAME_LENGTH, ApiModel
-
-assert (API_VERSION, KIND) == ("ftjob.dev/v1alpha1", "FineTuneJob")  # the Literals below must follow
 from .spec import FineTuneJobSpec
 from .status import FineTuneJobStatus
+
+assert (API_VERSION, KIND) == ("ftjob.dev/v1alpha1", "FineTuneJob")  # the Literals below must follow
 
 
 class ObjectMeta(ApiModel):

@@ -15,20 +15,108 @@ from typing import Any
 SYSTEM_PROMPT = 'Extract the order as JSON with keys "name", "city", "item", "color", "quantity".'
 
 FIRST_NAMES = [
-    "Maria", "John", "Aiko", "Lars", "Fatima", "Pedro", "Chen", "Olga", "Kwame", "Sofia", "Ravi", "Emma",
-    "Hugo", "Leila", "Tom", "Ines", "Yusuf", "Nora", "Diego", "Hana", "Ivan", "Grace", "Omar", "Lea",
+    "Maria",
+    "John",
+    "Aiko",
+    "Lars",
+    "Fatima",
+    "Pedro",
+    "Chen",
+    "Olga",
+    "Kwame",
+    "Sofia",
+    "Ravi",
+    "Emma",
+    "Hugo",
+    "Leila",
+    "Tom",
+    "Ines",
+    "Yusuf",
+    "Nora",
+    "Diego",
+    "Hana",
+    "Ivan",
+    "Grace",
+    "Omar",
+    "Lea",
 ]
 LAST_NAMES = [
-    "Lopez", "Smith", "Tanaka", "Berg", "Haddad", "Silva", "Wang", "Petrova", "Mensah", "Rossi", "Patel",
-    "Martin", "Dubois", "Karimi", "Baker", "Costa", "Demir", "Novak", "Garcia", "Kim", "Ivanov", "Lee",
+    "Lopez",
+    "Smith",
+    "Tanaka",
+    "Berg",
+    "Haddad",
+    "Silva",
+    "Wang",
+    "Petrova",
+    "Mensah",
+    "Rossi",
+    "Patel",
+    "Martin",
+    "Dubois",
+    "Karimi",
+    "Baker",
+    "Costa",
+    "Demir",
+    "Novak",
+    "Garcia",
+    "Kim",
+    "Ivanov",
+    "Lee",
 ]
 CITIES = [
-    "Lisbon", "Boston", "Osaka", "Oslo", "Beirut", "Porto", "Shanghai", "Kazan", "Accra", "Milan", "Pune",
-    "Lyon", "Tehran", "Leeds", "Madrid", "Izmir", "Prague", "Seoul", "Denver", "Cork", "Nairobi", "Quito",
+    "Lisbon",
+    "Boston",
+    "Osaka",
+    "Oslo",
+    "Beirut",
+    "Porto",
+    "Shanghai",
+    "Kazan",
+    "Accra",
+    "Milan",
+    "Pune",
+    "Lyon",
+    "Tehran",
+    "Leeds",
+    "Madrid",
+    "Izmir",
+    "Prague",
+    "Seoul",
+    "Denver",
+    "Cork",
+    "Nairobi",
+    "Quito",
 ]
-ITEMS = ["notebook", "mug", "backpack", "lamp", "umbrella", "scarf", "pen", "chair", "kettle", "towel", "clock", "vase"]
+ITEMS = [
+    "notebook",
+    "mug",
+    "backpack",
+    "lamp",
+    "umbrella",
+    "scarf",
+    "pen",
+    "chair",
+    "kettle",
+    "towel",
+    "clock",
+    "vase",
+]
 COLORS = ["red", "blue", "green", "black", "white", "yellow", "grey", "orange", "purple", "brown"]
-NUMBER_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+NUMBER_WORDS = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
 
 TEMPLATES = [
     "Hi, I'm {name} from {city}. Please send me {qty} {color} {items}.",
@@ -103,9 +191,13 @@ def defective_lines(valid: list[dict[str, Any]]) -> list[str]:
     prose["messages"][2]["content"] = "Sure! Lars Berg in Oslo ordered two green mugs."
     return [
         '{"messages": [{"role": "user", "content": "truncated export',  # invalid JSON
-        json.dumps({"messages": [{"role": "customer", "content": "hi"}, {"role": "assistant", "content": "{}"}]}),
+        json.dumps(
+            {"messages": [{"role": "customer", "content": "hi"}, {"role": "assistant", "content": "{}"}]}
+        ),
         json.dumps({"messages": [{"role": "user", "content": "Three red pens to Cork, Emma Lee."}]}),
-        json.dumps({"messages": [{"role": "assistant", "content": "{}"}, {"role": "user", "content": "order?"}]}),
+        json.dumps(
+            {"messages": [{"role": "assistant", "content": "{}"}, {"role": "user", "content": "order?"}]}
+        ),
         json.dumps(first),  # exact duplicate
         json.dumps(shouted),  # duplicate once case and whitespace are normalised
         json.dumps(prose),  # answer is prose, not JSON

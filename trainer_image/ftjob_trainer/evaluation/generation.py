@@ -33,7 +33,8 @@ def generate_answers(
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
             texts = [
-                tokenizer.apply_chat_template(s.prompt, tokenize=False, add_generation_prompt=True) for s in batch
+                tokenizer.apply_chat_template(s.prompt, tokenize=False, add_generation_prompt=True)
+                for s in batch
             ]
             inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             inputs = {k: v.to(model.device) for k, v in inputs.items()}

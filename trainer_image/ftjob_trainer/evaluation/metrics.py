@@ -91,6 +91,7 @@ def score(names: Sequence[str], predictions: Sequence[str], references: Sequence
     if not predictions:
         return {}
     return {
-        name: sum(METRICS[name](p, r) for p, r in zip(predictions, references, strict=True)) / len(predictions)
+        name: sum(METRICS[name](p, r) for p, r in zip(predictions, references, strict=True))
+        / len(predictions)
         for name in names
     }

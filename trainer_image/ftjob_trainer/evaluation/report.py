@@ -56,7 +56,11 @@ def loss_history(log_history: list[dict[str, Any]]) -> list[LossPoint]:
             point.train_loss = float(entry["loss"])
         if "eval_loss" in entry:
             point.eval_loss = float(entry["eval_loss"])
-    return [points[s] for s in sorted(points) if points[s].train_loss is not None or points[s].eval_loss is not None]
+    return [
+        points[s]
+        for s in sorted(points)
+        if points[s].train_loss is not None or points[s].eval_loss is not None
+    ]
 
 
 def plot_loss_curve(history: list[LossPoint], path: Path) -> Path:
@@ -103,12 +107,16 @@ def render_markdown(results: EvalResults, job_name: str, base_model: str) -> str
     for name, tuned in results.tuned.items():
         base = results.base.get(name)
         diff = None if base is None else tuned - base
-        lines.append(f"| {name} | {_fmt(base, 3)} | {_fmt(tuned, 3)} | {'-' if diff is None else f'{diff:+.3f}'} |")
+        lines.append(
+            f"| {name} | {_fmt(base, 3)} | {_fmt(tuned, 3)} | {'-' if diff is None else f'{diff:+.3f}'} |"
+        )
     lines += ["", "![loss curve](loss_curve.png)", "", "Sample predictions: `predictions.jsonl`.", ""]
     return "\n".join(lines)
 
 
-def write_predictions(path: Path, samples: list[EvalSample], tuned: list[str], base: list[str] | None, limit: int = 20) -> None:
+def write_predictions(
+    path: Path, samples: list[EvalSample], tuned: list[str], base: list[str] | None, limit: int = 20
+) -> None:
     with path.open("w") as handle:
         for i, sample in enumerate(samples[:limit]):
             row = {"prompt": sample.prompt, "reference": sample.reference, "tuned": tuned[i]}
@@ -117,7 +125,16 @@ def write_predictions(path: Path, samples: list[EvalSample], tuned: list[str], b
             handle.write(json.dumps(row) + "\n")
 
 
-def write_report(directory: Path, results: EvalResults, samples: list[EvalSample], tuned: list[str], base: list[str] | None, *, job_name: str, base_model: str) -> dict[str, Path]:
+def write_report(
+    directory: Path,
+    results: EvalResults,
+    samples: list[EvalSample],
+    tuned: list[str],
+    base: list[str] | None,
+    *,
+    job_name: str,
+    base_model: str,
+) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     files = {
         "eval.json": directory / "eval.json",

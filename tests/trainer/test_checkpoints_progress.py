@@ -1,0 +1,87 @@
+"""Checkpoint publication/resumption in an output location, progress records, and the termination summary."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ftjob.api.status import DatasetStats, Metrics
+from ftjob.contract import TERMINATION_MESSAGE_LIMIT, ProgressRecord, TerminationSummary, parse_latest_progress
+from ftjob_trainer.checkpoints import CheckpointStore
+from ftjob_trainer.progress import LogLineReporter, ThroughputMeter, human_line
+from ftjob_trainer.storage import open_storage
+
+
+def make_checkpoint(root: Path, step: int) -> Path:
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"weights-%d" % step)
+    (folder / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    return folder
+
+
+def store(tmp_path: Path, fingerprint: str = "abc", keep_last: int = 2) -> CheckpointStore:
+    return CheckpointStore(open_storage(), f"file://{tmp_path}/out/", fingerprint, keep_last)
+
+
+def test_publish_marks_complete_and_keeps_the_newest(tmp_path: Path) -> None:
+    checkpoints = store(tmp_path)
+    for step in (10, 20, 30):
+        checkpoints.publish(step, make_checkpoint(tmp_path / "local", step))
+    assert checkpoints.complete_steps() == [20, 30]
+    assert checkpoints.latest_resumable() == 30
+    restored = checkpoints.download(30, tmp_path / "resume")
+    assert (restored / "trainer_state.json").read_text() == '{"global_step": 30}'
+    assert not (restored / "COMPLETE").exists()
+
+
+def test_a_checkpoint_without_its_marker_is_ignored(tmp_path: Path) -> None:
+    checkpoints = store(tmp_path)
+    checkpoints.publish(10, make_checkpoint(tmp_path / "local", 10))
+    half = tmp_path / "out" / "checkpoints" / "checkpoint-20"  # upload interrupted before COMPLETE
+    half.mkdir(parents=True)
+    (half / "adapter_model.safetensors").write_bytes(b"partial")
+    assert checkpoints.latest_resumable() == 10
+
+
+def test_checkpoints_of_another_configuration_are_not_resumed_and_get_replaced(tmp_path: Path) -> None:
+    store(tmp_path, fingerprint="old").publish(50, make_checkpoint(tmp_path / "a", 50))
+    new = store(tmp_path, fingerprint="new")
+    assert new.latest_resumable() is None
+    new.publish(5, make_checkpoint(tmp_path / "b", 5))
+    assert new.complete_steps() == [5]  # the stale step-50 checkpoint would otherwise win later
+    assert new.latest_resumable() == 5
+
+
+def test_progress_lines_round_trip_and_read_well() -> None:
+    stream = io.StringIO()
+    record = ProgressRecord(stage="training", step=40, total_steps=120, epoch=0.667, loss=1.2345, tokens_per_second=812.4, eta_seconds=130, time="2026-11-24T06:00:00Z")
+    LogLineReporter(stream).report(record)
+    log = "noise\n" + stream.getvalue() + "FTJOB_PROGRESS {broken\nmore noise\n"
+    assert parse_latest_progress(log) == record
+    assert human_line(record) == "step 40/120 (33%) | epoch 0.67 | loss 1.2345 | 812 tok/s | ETA 2m10s"
+    assert parse_latest_progress("no records here") is None
+
+
+def test_throughput_meter_estimates_rate_and_eta() -> None:
+    meter = ThroughputMeter()
+    assert meter.eta_seconds(0, 100) is None
+    meter.add(step=10, tokens_seen=1000, at=100.0)
+    meter.add(step=30, tokens_seen=5000, at=110.0)
+    assert meter.rates() == (2.0, 400.0)
+    assert meter.eta_seconds(30, 100) == 35
+
+
+def test_termination_summary_fits_the_kubelet_limit() -> None:
+    summary = TerminationSummary(
+        outcome="Failed",
+        reason="DataInvalid",
+        message="x" * 10_000,
+        metrics=Metrics(tuned={f"m{i}": 0.5 for i in range(30)}),
+        dataset=DatasetStats(dropped_by_reason={f"reason{i}": i for i in range(30)}),
+    )
+    text = summary.to_message()
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    parsed = TerminationSummary.parse(text)
+    assert parsed is not None and parsed.reason == "DataInvalid" and parsed.message.startswith("xxx")
+    assert TerminationSummary.parse("Error: OOM") is None and TerminationSummary.parse("") is None

@@ -1,0 +1,189 @@
+"""`ftjob-train` end to end on the CPU: the tiny model, LoRA, S3 through a moto server over HTTP.
+
+Each test runs the trainer as a separate process configured only by its environment, as in the pod.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftjob.contract import ExitCode
+from ftjob.demo.orders import write_dataset
+from tests.support.s3_server import S3Endpoint
+from tests.support.trainer_runs import TrainerResult, run_trainer, run_trainer_until, small_spec, trainer_env
+
+SECRET = "s3cr3t-value-that-must-never-appear"
+
+
+@pytest.fixture
+def stage(
+    s3_server: S3Endpoint, s3_bucket: str, tiny_model_path: Path, tmp_path: Path
+) -> Callable[..., dict[str, str]]:
+    """Upload the tiny model and the demo data; returns a function building the trainer's env."""
+    client = s3_server.client()
+    for file in sorted(tiny_model_path.iterdir()):
+        client.upload_file(str(file), s3_bucket, f"models/tiny/{file.name}")
+    data = write_dataset(tmp_path / "orders.jsonl", count=60)
+    client.upload_file(str(data), s3_bucket, "data/orders.jsonl")
+
+    def env_for(**overrides: Any) -> dict[str, str]:
+        spec = small_spec(s3_bucket, s3_server.url, **overrides)
+        # The secret key is a real credential as far as the trainer knows: it must stay out of every output.
+        extra = {**s3_server.env(), "AWS_SECRET_ACCESS_KEY": SECRET}
+        return trainer_env(spec, tmp_path, extra)
+
+    return env_for
+
+
+def objects(s3_server: S3Endpoint, bucket: str, prefix: str) -> list[str]:
+    pages = s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def read_json(s3_server: S3Endpoint, bucket: str, key: str) -> Any:
+    return json.loads(s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def assert_no_secret(result: TrainerResult, *texts: str) -> None:
+    for text in (result.log, result.termination_text, *texts):
+        assert SECRET not in text
+
+
+def test_trains_evaluates_and_publishes(
+    stage: Callable[..., dict[str, str]],
+    s3_server: S3Endpoint,
+    s3_bucket: str,
+    tmp_path: Path,
+    tiny_model_path: Path,
+) -> None:
+    result = run_trainer(stage(), tmp_path)
+    assert result.code == ExitCode.OK, result.log[-3000:]
+    assert result.summary is not None and result.summary.outcome == "Succeeded"
+    assert result.summary.reason == "TrainingSucceeded"
+
+    keys = objects(s3_server, s3_bucket, "runs/job/")
+    for expected in (
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/tokenizer.json",
+        "eval/eval.json",
+        "eval/report.md",
+        "eval/loss_curve.png",
+        "eval/predictions.jsonl",
+        "data-report.json",
+        "manifest.json",
+        "checkpoints/checkpoint-6/COMPLETE",
+        "checkpoints/job.json",
+    ):
+        assert f"runs/job/{expected}" in keys
+
+    manifest = read_json(s3_server, s3_bucket, "runs/job/manifest.json")
+    assert manifest["data"][0]["uri"] == f"s3://{s3_bucket}/data/orders.jsonl"
+    assert len(manifest["data"][0]["sha256"]) == 64
+    assert set(manifest["baseModel"]["files"]) >= {"model.safetensors", "config.json"}
+    assert manifest["resolved"]["method"] == "lora"  # qlora asked, no CUDA here: said in the log too
+    assert "no CUDA device" in result.log
+    assert manifest["libraries"]["transformers"] and manifest["seed"] == 42
+    assert manifest["tokensTrained"] > 0
+
+    evaluation = read_json(s3_server, s3_bucket, "runs/job/eval/eval.json")
+    assert (
+        set(evaluation["tuned"])
+        == set(evaluation["base"])
+        == {"exactMatch", "tokenF1", "rougeL", "jsonValid"}
+    )
+    assert evaluation["evalLoss"] is not None and evaluation["baseEvalLoss"] is not None
+    assert result.summary.metrics is not None and result.summary.metrics.eval_loss == evaluation["evalLoss"]
+    assert result.summary.dataset is not None and result.summary.dataset.dropped_by_reason["invalidJson"] == 1
+    assert result.summary.artifacts is not None
+    assert result.summary.artifacts.adapter == f"s3://{s3_bucket}/runs/job/adapter/"
+
+    stages = result.progress_stages()
+    assert (
+        stages[0] == "downloading"
+        and stages[-1] == "done"
+        and "training" in stages
+        and "evaluating" in stages
+    )
+    assert "step 6/6 (100%)" in result.log
+    assert_no_secret(result, json.dumps(manifest))
+
+    # The adapter is usable: it loads onto the base model and generates.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "downloaded-adapter"
+    adapter.mkdir()
+    for key in keys:
+        if key.startswith("runs/job/adapter/"):
+            s3_server.client().download_file(s3_bucket, key, str(adapter / key.rsplit("/", 1)[-1]))
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_path)), str(adapter)
+    )
+    assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
+
+
+def test_bad_data_fails_fast_with_report_and_no_training(
+    stage: Callable[..., dict[str, str]], s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    result = run_trainer(stage(data={"minExamples": 500}), tmp_path)
+    assert result.code == ExitCode.DATA_INVALID
+    assert result.summary is not None and result.summary.reason == "DataInvalid"
+    assert "fewer than minExamples 500" in result.summary.message
+    assert result.summary.dataset is not None and result.summary.dataset.train_examples > 0
+    keys = objects(s3_server, s3_bucket, "runs/job/")
+    assert "runs/job/data-report.json" in keys
+    assert not [k for k in keys if "checkpoints/" in k or "adapter/" in k]
+    report = read_json(s3_server, s3_bucket, "runs/job/data-report.json")
+    assert "fewer than minExamples 500" in report["error"]
+    assert "training" not in result.progress_stages()
+
+
+def test_missing_input_is_a_user_error_naming_the_uri(
+    stage: Callable[..., dict[str, str]], s3_bucket: str, tmp_path: Path
+) -> None:
+    result = run_trainer(stage(data={"trainUri": f"s3://{s3_bucket}/data/nope.jsonl"}), tmp_path)
+    assert result.code == ExitCode.INPUT_UNAVAILABLE
+    assert result.summary is not None and result.summary.reason == "InputUnavailable"
+    assert f"s3://{s3_bucket}/data/nope.jsonl" in result.summary.message
+    assert "no such key" in result.summary.message
+
+
+def test_unreachable_endpoint_is_retriable(stage: Callable[..., dict[str, str]], tmp_path: Path) -> None:
+    result = run_trainer(stage(storage={"endpointUrl": "http://127.0.0.1:9"}), tmp_path)
+    assert result.code == ExitCode.STORAGE_UNREACHABLE
+    assert result.summary is not None and result.summary.reason == "StorageUnreachable"
+    assert "127.0.0.1:9" in result.summary.message
+
+
+def test_invalid_spec_is_a_config_error(stage: Callable[..., dict[str, str]], tmp_path: Path) -> None:
+    result = run_trainer(stage(peft={"r": 0}), tmp_path)
+    assert result.code == ExitCode.CONFIG_INVALID
+    assert result.summary is not None and result.summary.reason == "ConfigInvalid"
+    assert "spec.peft.r: must be >= 1 (got 0)" in result.summary.message
+
+
+def test_sigterm_checkpoints_then_the_next_attempt_resumes(
+    stage: Callable[..., dict[str, str]], s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    env = stage(training={"maxSteps": 40, "loggingSteps": 5}, checkpointing={"everySteps": 4})
+    first = run_trainer_until(env, tmp_path, marker="checkpoint at step 4 saved")
+    assert first.code == ExitCode.INTERRUPTED, first.log[-3000:]
+    assert first.summary is not None and first.summary.outcome == "Interrupted"
+    assert "SIGTERM received" in first.log
+    saved = [k for k in objects(s3_server, s3_bucket, "runs/job/checkpoints/") if k.endswith("/COMPLETE")]
+    assert saved, "no complete checkpoint after SIGTERM"
+    last_step = max(int(k.split("checkpoint-")[1].split("/")[0]) for k in saved)
+    assert 4 <= last_step < 40
+
+    second = run_trainer(env, tmp_path)
+    assert second.code == ExitCode.OK, second.log[-3000:]
+    assert f"resuming from checkpoint at step {last_step}" in second.log
+    assert second.summary is not None and second.summary.resumed_from_step == last_step
+    manifest = read_json(s3_server, s3_bucket, "runs/job/manifest.json")
+    assert manifest["resumedFromStep"] == last_step and manifest["resolved"]["stepsDone"] == 40
