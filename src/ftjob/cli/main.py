@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_local(args: argparse.Namespace) -> int:
+    from ftjob.local_run import LocalRunError, describe, execute, parse_secret_flags, plan_local_run
+    from ftjob.manifests import load_job
+
+    try:
+        job = load_job(Path(args.file))
+        run_dir = Path(args.run_dir or Path(".ftjob") / (job.metadata.name or "local")).resolve()
+        plan = plan_local_run(job, run_dir, secrets=parse_secret_flags(args.secret), local_env=os.environ)
+    except (ManifestError, LocalRunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"ftjob local: running {plan.job['metadata']['name']} as a local process in {run_dir}", flush=True)
+    result = execute(plan)
+    print("\n" + describe(result), flush=True)
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftjob", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--check", action="store_true", help="only report files that drifted (exit 1)")
     generate.add_argument("--root", default=".", help="repository root (default: .)")
     generate.set_defaults(func=_cmd_generate)
+    local = sub.add_parser(
+        "local",
+        help="run a FineTuneJob without a cluster: render its Job as the operator would, run its container locally",
+    )
+    local.add_argument("file", metavar="FILE.yaml")
+    local.add_argument(
+        "--secret", action="append", default=[], metavar="NAME/KEY=VALUE", help="value of a secretKeyRef"
+    )
+    local.add_argument("--run-dir", help="where the container's volumes live (default: .ftjob/<name>)")
+    local.set_defaults(func=_cmd_local)
     return parser
 
 
