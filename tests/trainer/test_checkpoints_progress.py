@@ -6,7 +6,12 @@ import io
 from pathlib import Path
 
 from ftjob.api.status import DatasetStats, Metrics
-from ftjob.contract import TERMINATION_MESSAGE_LIMIT, ProgressRecord, TerminationSummary, parse_latest_progress
+from ftjob.contract import (
+    TERMINATION_MESSAGE_LIMIT,
+    ProgressRecord,
+    TerminationSummary,
+    parse_latest_progress,
+)
 from ftjob_trainer.checkpoints import CheckpointStore
 from ftjob_trainer.progress import LogLineReporter, ThroughputMeter, human_line
 from ftjob_trainer.storage import open_storage
@@ -16,7 +21,7 @@ def make_checkpoint(root: Path, step: int) -> Path:
     folder = root / f"checkpoint-{step}"
     folder.mkdir(parents=True)
     (folder / "adapter_model.safetensors").write_bytes(b"weights-%d" % step)
-    (folder / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (folder / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
     return folder
 
 
@@ -55,7 +60,16 @@ def test_checkpoints_of_another_configuration_are_not_resumed_and_get_replaced(t
 
 def test_progress_lines_round_trip_and_read_well() -> None:
     stream = io.StringIO()
-    record = ProgressRecord(stage="training", step=40, total_steps=120, epoch=0.667, loss=1.2345, tokens_per_second=812.4, eta_seconds=130, time="2026-11-24T06:00:00Z")
+    record = ProgressRecord(
+        stage="training",
+        step=40,
+        total_steps=120,
+        epoch=0.667,
+        loss=1.2345,
+        tokens_per_second=812.4,
+        eta_seconds=130,
+        time="2026-11-24T06:00:00Z",
+    )
     LogLineReporter(stream).report(record)
     log = "noise\n" + stream.getvalue() + "FTJOB_PROGRESS {broken\nmore noise\n"
     assert parse_latest_progress(log) == record

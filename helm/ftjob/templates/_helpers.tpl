@@ -1,0 +1,127 @@
+{{/* Names ------------------------------------------------------------------------------------------ */}}
+
+{{- define "ftjob.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ftjob.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ftjob.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels: the selector labels never change between releases (a Deployment's selector is immutable). */}}
+{{- define "ftjob.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ftjob.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "ftjob.labels" -}}
+helm.sh/chart: {{ include "ftjob.chart" . }}
+app.kubernetes.io/name: {{ include "ftjob.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ftjob
+{{- end -}}
+
+{{- define "ftjob.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "ftjob.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Images: repository@digest when a digest is set, else repository:tag (tag defaults to appVersion). */}}
+{{- define "ftjob.imageRef" -}}
+{{- $image := index . 0 -}}
+{{- $appVersion := index . 1 -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (default $appVersion $image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ftjob.operatorImage" -}}
+{{- include "ftjob.imageRef" (list .Values.image .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "ftjob.trainerImage" -}}
+{{- include "ftjob.imageRef" (list .Values.trainer.image .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Mode and namespaces --------------------------------------------------------------------------- */}}
+
+{{- define "ftjob.clusterMode" -}}
+{{- if empty .Values.watch.namespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/* Namespaces that get the trainer ServiceAccount, one per line (deduplicated, in order). */}}
+{{- define "ftjob.trainerServiceAccountNamespaces" -}}
+{{- $namespaces := list -}}
+{{- if .Values.trainerServiceAccount.create -}}
+{{- $namespaces = concat .Values.watch.namespaces .Values.trainerServiceAccount.namespaces | uniq -}}
+{{- end -}}
+{{- join "\n" $namespaces -}}
+{{- end -}}
+
+{{/* The trainer ServiceAccount name to pass to the operator as the default of trainer pods, or "". */}}
+{{- define "ftjob.defaultTrainerServiceAccount" -}}
+{{- $tsa := .Values.trainerServiceAccount -}}
+{{- if eq $tsa.useAsDefault "always" -}}
+{{- $tsa.name -}}
+{{- else if and (eq $tsa.useAsDefault "auto") $tsa.create (not (include "ftjob.clusterMode" .)) -}}
+{{- $tsa.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* RBAC -------------------------------------------------------------------------------------------
+Exactly what the operator does, no more (tests/helm/test_rbac.py derives the same list from the operator's
+code and fails when the two differ):
+- finetunejobs: get (reconcile reads the object); list, watch (kopf's watch); patch (kopf keeps its progress
+  and diff base in ftjob.dev/* annotations).
+- finetunejobs/status: patch (the operator's only write: a merge patch of status).
+- finetunejobs/finalizers: update: the trainer Job's ownerReference sets blockOwnerDeletion, which the
+  OwnerReferencesPermissionEnforcement admission plugin allows only to who may update the owner's
+  finalizers. The operator never adds a finalizer.
+- jobs: get, create, patch (suspend), delete (a failed job's pod would hold its GPU); list, watch (kopf).
+- pods: list (the trainer pods of a Job), watch (kopf); pods/log: get (progress records).
+- events: create (core/v1 Events; kopf's own event posting is turned off).
+No Secrets, no ConfigMaps: credentials reach trainer pods as secretKeyRef, resolved by the kubelet. */}}
+{{- define "ftjob.rbacRules" -}}
+- apiGroups: ["ftjob.dev"]
+  resources: ["finetunejobs"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["ftjob.dev"]
+  resources: ["finetunejobs/status"]
+  verbs: ["patch"]
+- apiGroups: ["ftjob.dev"]
+  resources: ["finetunejobs/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}

@@ -1,0 +1,289 @@
+"""The one module that talks to the Kubernetes API (through the `kubernetes` client's transport).
+
+Objects travel as plain dicts, exactly as the API server sends them: the client's typed models would
+round-trip them through pydantic models and could drop fields this operator writes or reads.
+
+Errors are classified once, here: 409 conflicts (the caller re-reads and retries), 429 (honour
+Retry-After), 5xx and network errors (back off), 404, and other 4xx (the request itself is wrong).
+Throttling and unavailability are retried here with bounded waits; everything else is the caller's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any, Final
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from ftjob.api import GROUP, PLURAL, VERSION
+
+from .names import JsonDict
+
+logger = logging.getLogger(__name__)
+
+MERGE_PATCH: Final = "application/merge-patch+json"
+
+
+class ErrorKind(Enum):
+    CONFLICT = "Conflict"
+    """409: AlreadyExists on create, a stale resourceVersion on update."""
+    NOT_FOUND = "NotFound"
+    THROTTLED = "Throttled"
+    """429: the API server (or API Priority and Fairness) asks to come back later."""
+    UNAVAILABLE = "Unavailable"
+    """5xx or no answer at all."""
+    REJECTED = "Rejected"
+    """Any other 4xx: forbidden, invalid, gone... Repeating the same request cannot help."""
+
+
+class KubeError(Exception):
+    def __init__(
+        self, kind: ErrorKind, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
+        self.kind = kind
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After in seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify(status: int, headers: Mapping[str, str] | None, body: str | bytes | None) -> KubeError:
+    """A KubeError for an HTTP error response; the reason and message come from the Status body."""
+    reason, message = "", ""
+    try:
+        doc = json.loads(body or b"")
+        if isinstance(doc, dict):
+            reason, message = str(doc.get("reason") or ""), str(doc.get("message") or "")
+    except ValueError:
+        message = (body.decode(errors="replace") if isinstance(body, bytes) else str(body or ""))[:512]
+    header_map = {k.lower(): v for k, v in (headers or {}).items()}
+    if status == 409:
+        kind = ErrorKind.CONFLICT
+    elif status == 404:
+        kind = ErrorKind.NOT_FOUND
+    elif status == 429:
+        kind = ErrorKind.THROTTLED
+    elif status >= 500:
+        kind = ErrorKind.UNAVAILABLE
+    else:
+        kind = ErrorKind.REJECTED
+    return KubeError(
+        kind, status, reason or kind.value, message, parse_retry_after(header_map.get("retry-after"))
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long one API call may keep trying before the error reaches the reconcile."""
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+    default_retry_after: float = 1.0
+
+    def delay(self, error: KubeError, attempt: int) -> float:
+        if error.kind is ErrorKind.THROTTLED:
+            wanted = error.retry_after if error.retry_after is not None else self.default_retry_after
+            return min(wanted, self.max_retry_after)
+        return min(self.base_delay * 2.0**attempt, self.max_delay)
+
+
+def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
+    """In-cluster configuration when running in a pod, else the kubeconfig: `kubeconfig` if given, else
+    $KUBECONFIG or ~/.kube/config."""
+    configuration = k8s_client.Configuration()
+    # urllib3 would otherwise retry 429/503 itself (honouring Retry-After without a cap, and invisibly);
+    # only failed connection attempts are retried down there, everything else by Kube._call.
+    configuration.retries = urllib3.Retry(
+        total=2, connect=2, read=0, status=0, other=0, redirect=0, respect_retry_after_header=False
+    )
+    if kubeconfig is not None:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return k8s_client.ApiClient(configuration)
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return k8s_client.ApiClient(configuration)
+
+
+def _path(*parts: str) -> str:
+    return "/".join(quote(p, safe="") if i else p for i, p in enumerate(parts))
+
+
+class Kube:
+    """Typed verbs on the few resources the operator touches; every call is one HTTP request (plus retries)."""
+
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        request_timeout: tuple[float, float] = (5.0, 30.0),
+    ) -> None:
+        self._api = api_client
+        self._retry = retry
+        self._sleep = sleep
+        self._timeout = request_timeout
+
+    # -- FineTuneJobs ---------------------------------------------------------------------------------
+    def get_finetunejob(self, namespace: str, name: str) -> JsonDict | None:
+        return self._get(_path(f"/apis/{GROUP}/{VERSION}/namespaces", namespace, PLURAL, name))
+
+    def patch_finetunejob_status(
+        self, namespace: str, name: str, status_patch: JsonDict, resource_version: str | None
+    ) -> JsonDict:
+        """Merge-patch the status subresource; with a resourceVersion the API server refuses (409) to write
+        over a newer version, so a status is never computed from one version and stored on another."""
+        body: JsonDict = {"status": status_patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        path = _path(f"/apis/{GROUP}/{VERSION}/namespaces", namespace, PLURAL, name) + "/status"
+        return self._json("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    # -- Jobs -----------------------------------------------------------------------------------------
+    def get_job(self, namespace: str, name: str) -> JsonDict | None:
+        return self._get(_path("/apis/batch/v1/namespaces", namespace, "jobs", name))
+
+    def create_job(self, namespace: str, body: JsonDict) -> JsonDict:
+        return self._json("POST", _path("/apis/batch/v1/namespaces", namespace, "jobs"), body=body)
+
+    def patch_job(self, namespace: str, name: str, patch: JsonDict) -> JsonDict:
+        return self._json(
+            "PATCH",
+            _path("/apis/batch/v1/namespaces", namespace, "jobs", name),
+            body=patch,
+            content_type=MERGE_PATCH,
+        )
+
+    def delete_job(self, namespace: str, name: str, propagation: str) -> bool:
+        """False when the Job was already gone."""
+        try:
+            self._json(
+                "DELETE",
+                _path("/apis/batch/v1/namespaces", namespace, "jobs", name),
+                body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation},
+            )
+        except KubeError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    # -- Pods -----------------------------------------------------------------------------------------
+    def list_pods(self, namespace: str, label_selector: str) -> list[JsonDict]:
+        doc = self._json(
+            "GET", _path("/api/v1/namespaces", namespace, "pods"), query=[("labelSelector", label_selector)]
+        )
+        return [item for item in doc.get("items") or [] if isinstance(item, dict)]
+
+    def read_pod_log(
+        self, namespace: str, name: str, container: str, tail_lines: int, limit_bytes: int
+    ) -> str:
+        query = [("container", container), ("tailLines", str(tail_lines)), ("limitBytes", str(limit_bytes))]
+        raw = self._call("GET", _path("/api/v1/namespaces", namespace, "pods", name) + "/log", query=query)
+        return raw.decode("utf-8", errors="replace")
+
+    # -- Events ---------------------------------------------------------------------------------------
+    def create_event(self, namespace: str, body: JsonDict) -> None:
+        self._json("POST", _path("/api/v1/namespaces", namespace, "events"), body=body)
+
+    # -- transport ------------------------------------------------------------------------------------
+    def _get(self, path: str) -> JsonDict | None:
+        try:
+            return self._json("GET", path)
+        except KubeError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                return None
+            raise
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JsonDict:
+        raw = self._call(method, path, query=query, body=body, content_type=content_type)
+        doc = json.loads(raw or b"{}")
+        if not isinstance(doc, dict):
+            raise KubeError(ErrorKind.UNAVAILABLE, 0, "BadResponse", f"{method} {path}: not a JSON object")
+        return doc
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                return self._once(method, path, query, body, content_type)
+            except KubeError as err:
+                retriable = err.kind in (ErrorKind.THROTTLED, ErrorKind.UNAVAILABLE)
+                if not retriable or attempt + 1 >= self._retry.attempts:
+                    raise
+                delay = self._retry.delay(err, attempt)
+                logger.info("%s %s: %s; retrying in %.1f s", method, path, err, delay)
+                self._sleep(delay)
+                attempt += 1
+
+    def _once(
+        self, method: str, path: str, query: Sequence[tuple[str, str]], body: Any, content_type: str
+    ) -> bytes:
+        headers = {"Accept": "application/json, */*"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        serialized = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list(query) or None,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(*serialized, _request_timeout=self._timeout)
+            data: bytes = response.read()  # type: ignore[no-untyped-call]
+        except urllib3.exceptions.HTTPError as err:
+            raise KubeError(ErrorKind.UNAVAILABLE, 0, type(err).__name__, str(err)) from err
+        except k8s_client.ApiException as err:  # raised by the transport itself, e.g. on TLS errors
+            raise KubeError(ErrorKind.UNAVAILABLE, 0, "TransportError", str(err.reason)) from err
+        status = int(response.status)
+        if 200 <= status < 300:
+            return data
+        raise classify(status, dict(response.getheaders() or {}), data)  # type: ignore[no-untyped-call]

@@ -1,0 +1,84 @@
+"""Prometheus metrics: FineTuneJobs by phase, reconcile duration and errors, GPU-hours requested."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
+
+
+class Metrics:
+    """One registry per operator (tests create several); thread-safe, as reconciles run in threads."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._lock = threading.Lock()
+        self._phases: dict[tuple[str, str], str] = {}
+        self._gpus: dict[tuple[str, str], tuple[int, datetime]] = {}
+        self.finetunejobs = Gauge(
+            "ftjob_finetunejobs", "FineTuneJobs by display phase.", ["phase"], registry=self.registry
+        )
+        self.reconcile_seconds = Histogram(
+            "ftjob_reconcile_duration_seconds",
+            "Time spent in one reconcile of a FineTuneJob.",
+            ["trigger"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "ftjob_reconcile_errors_total",
+            "Reconciles that ended in an error, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.gpu_hours = Counter(
+            "ftjob_gpu_hours_requested_total",
+            "GPU-hours requested by trainer pods (GPUs in their limits x time they were running).",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.gpus_requested = Gauge(
+            "ftjob_gpus_requested",
+            "GPUs requested by trainer pods running now.",
+            ["namespace"],
+            registry=self.registry,
+        )
+        for phase in PHASES:
+            self.finetunejobs.labels(phase=phase).set(0)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)
+
+    def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """Record the phase of one FineTuneJob (None: it is gone)."""
+        with self._lock:
+            key = (namespace, name)
+            if phase is None:
+                self._phases.pop(key, None)
+            else:
+                self._phases[key] = phase
+            counts = dict.fromkeys(PHASES, 0)
+            for value in self._phases.values():
+                counts[value] = counts.get(value, 0) + 1
+            for value, count in counts.items():
+                self.finetunejobs.labels(phase=value).set(count)
+
+    def account_gpus(self, namespace: str, name: str, gpus_running: int, now: datetime) -> None:
+        """Accrue GPU-hours for the time since the previous observation of this job, at the GPU count then."""
+        with self._lock:
+            key = (namespace, name)
+            previous = self._gpus.get(key)
+            if previous is not None:
+                gpus, since = previous
+                elapsed = max(0.0, (now - since).total_seconds())
+                if gpus and elapsed:
+                    self.gpu_hours.labels(namespace=namespace).inc(gpus * elapsed / 3600)
+            if gpus_running:
+                self._gpus[key] = (gpus_running, now)
+            else:
+                self._gpus.pop(key, None)
+            total = sum(g for (ns, _), (g, _) in self._gpus.items() if ns == namespace)
+            self.gpus_requested.labels(namespace=namespace).set(total)

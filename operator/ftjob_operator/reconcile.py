@@ -1,0 +1,268 @@
+"""One idempotent, level-triggered reconcile of a FineTuneJob: observe, derive, act, record.
+
+Whatever triggered it (a FineTuneJob, Job or pod event, the progress poll, an operator restart), it reads
+the current state from the API and converges on it, so it may run any number of times, be killed at any
+point and run again. Reconciles of the same object are serialised by a per-object lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Final
+
+from pydantic import ValidationError
+
+from ftjob import contract
+from ftjob.api.conditions import FAILED, RUNNING
+from ftjob.contract import ProgressRecord, parse_latest_progress
+
+from .conditions import is_true, reason_of
+from .derive import DELETE_JOB_ON, JOB_REJECTED, derive_status, failed_status, is_terminal
+from .events import Event, derive_events, event_body
+from .kube import ErrorKind, Kube, KubeError
+from .metrics import Metrics
+from .names import LABEL_FINETUNEJOB, JsonDict, Ownership, controller_of, job_name, ownership
+from .observe import Pods, is_deleting
+from .patches import merge_patch
+from .plan import CreateJob, DeleteJob, SetJobSuspend, plan_actions
+from .render import render_job, validated_spec
+from .settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+LOG_LIMIT_BYTES: Final = 256 * 1024
+MAX_CONFLICT_RETRIES: Final = 5
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._kube = kube
+        self._settings = settings
+        self._metrics = metrics or Metrics()
+        self._clock = clock
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    @contextmanager
+    def _locked(self, namespace: str, name: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault((namespace, name), threading.Lock())
+        with lock:
+            yield
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the bookkeeping of a deleted FineTuneJob."""
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+        self._metrics.set_phase(namespace, name, None)
+        self._metrics.account_gpus(namespace, name, 0, self._clock())
+
+    def reconcile(
+        self, namespace: str, name: str, *, trigger: str, read_progress: bool = False
+    ) -> str | None:
+        """Converge one FineTuneJob; returns its phase (None when it is gone).
+
+        Raises KubeError when the API keeps failing (after the transport's own retries).
+        """
+        started = time.monotonic()
+        try:
+            with self._locked(namespace, name):
+                for _ in range(MAX_CONFLICT_RETRIES):
+                    try:
+                        return self._reconcile_once(namespace, name, read_progress)
+                    except KubeError as err:
+                        if err.kind is not ErrorKind.CONFLICT:
+                            raise
+                        # Someone wrote the object since it was read: read it again and start over.
+                        logger.debug(
+                            "%s/%s changed while reconciling (%s); reading it again", namespace, name, err
+                        )
+                raise KubeError(
+                    ErrorKind.CONFLICT, 409, "Conflict", f"{MAX_CONFLICT_RETRIES} conflicts in a row"
+                )
+        except KubeError as err:
+            self._metrics.reconcile_errors.labels(kind=err.kind.value).inc()
+            raise
+        finally:
+            self._metrics.reconcile_seconds.labels(trigger=trigger).observe(time.monotonic() - started)
+
+    def _reconcile_once(self, namespace: str, name: str, read_progress: bool) -> str | None:
+        ftj = self._kube.get_finetunejob(namespace, name)
+        if ftj is None or is_deleting(ftj):
+            # The garbage collector removes the Job through its ownerReference; nothing else to clean.
+            self.forget(namespace, name)
+            return None
+        old: JsonDict = dict(ftj.get("status") or {})
+        now = self._clock()
+        if is_terminal(old):
+            return self._settle_terminal(ftj, old, now)
+
+        job = self._kube.get_job(namespace, job_name(name))
+        pods = self._pods(ftj, job)
+        progress = self._progress(ftj, pods) if read_progress else None
+        status = derive_status(ftj, job, pods, progress, now, self._settings)
+        actions = plan_actions(ftj, status, job)
+
+        for action in actions:
+            if isinstance(action, CreateJob):
+                job, rejected = self._create_job(ftj)
+                pods = []
+                status = rejected or derive_status(ftj, job, pods, progress, now, self._settings)
+            elif isinstance(action, SetJobSuspend) and job is not None:
+                job = self._kube.patch_job(
+                    namespace, job["metadata"]["name"], {"spec": {"suspend": action.suspend}}
+                )
+                logger.info(
+                    "%s/%s: set suspend=%s on Job %s",
+                    namespace,
+                    name,
+                    action.suspend,
+                    job["metadata"]["name"],
+                )
+                status = derive_status(ftj, job, pods, progress, now, self._settings)
+
+        self._record(ftj, old, status, now)
+        for action in actions:
+            if isinstance(action, DeleteJob):
+                self._delete_job(ftj, action)
+        self._account(ftj, status, now)
+        return str(status.get("phase"))
+
+    def _settle_terminal(self, ftj: JsonDict, old: JsonDict, now: datetime) -> str:
+        """A finished FineTuneJob never gets a new Job; only a failed pod left behind is cleaned up."""
+        namespace, name = ftj["metadata"]["namespace"], ftj["metadata"]["name"]
+        status = derive_status(ftj, None, [], None, now, self._settings)
+        self._record(ftj, old, status, now)
+        if reason_of(old.get("conditions") or [], FAILED) in DELETE_JOB_ON:
+            job = self._kube.get_job(namespace, job_name(name))
+            for action in plan_actions(ftj, status, job):
+                if isinstance(action, DeleteJob):
+                    self._delete_job(ftj, action)
+        self._account(ftj, status, now)
+        return str(status.get("phase"))
+
+    def _pods(self, ftj: JsonDict, job: JsonDict | None) -> list[JsonDict]:
+        if job is None or ownership(job, ftj) is not Ownership.OWNED:
+            return []
+        meta = ftj["metadata"]
+        listed = self._kube.list_pods(meta["namespace"], f"{LABEL_FINETUNEJOB}={meta['name']}")
+        job_uid = job["metadata"].get("uid")
+        # The label narrows the list; the controller reference proves the pod belongs to this very Job.
+        return [pod for pod in listed if (controller_of(pod) or {}).get("uid") == job_uid]
+
+    def _progress(self, ftj: JsonDict, pods: list[JsonDict]) -> ProgressRecord | None:
+        pod = Pods.of(pods).running
+        if pod is None:
+            return None
+        try:
+            text = self._kube.read_pod_log(
+                ftj["metadata"]["namespace"],
+                pod["metadata"]["name"],
+                contract.CONTAINER_NAME,
+                self._settings.log_tail_lines,
+                LOG_LIMIT_BYTES,
+            )
+        except KubeError as err:
+            # Progress is a nicety: a missing permission or a kubelet hiccup must not stop the reconcile.
+            logger.warning(
+                "%s: cannot read the trainer log of pod %s: %s", _key(ftj), pod["metadata"]["name"], err
+            )
+            return None
+        return parse_latest_progress(text)
+
+    def _create_job(self, ftj: JsonDict) -> tuple[JsonDict | None, JsonDict | None]:
+        """(the Job now observed, a Failed status if the API server refused the Job)."""
+        meta = ftj["metadata"]
+        body = render_job(ftj, self._settings)
+        name = body["metadata"]["name"]
+        try:
+            created = self._kube.create_job(meta["namespace"], body)
+        except KubeError as err:
+            if err.kind is ErrorKind.REJECTED:
+                logger.warning("%s: the API server refused Job %s: %s", _key(ftj), name, err)
+                message = f"The API server refused to create the Job {name}: {err.status} {err.reason}: {err.message}"
+                return None, failed_status(ftj, JOB_REJECTED, message, self._clock())
+            if err.kind is not ErrorKind.CONFLICT:
+                raise
+            existing = self._kube.get_job(meta["namespace"], name)
+            if existing is None:
+                # Deleted again between the two requests: the next reconcile starts from scratch.
+                raise KubeError(
+                    ErrorKind.CONFLICT, 409, "AlreadyExists", f"Job {name} vanished after a conflict"
+                ) from err
+            if ownership(existing, ftj) is Ownership.OWNED:
+                logger.info("%s: adopted existing Job %s (controlled by this FineTuneJob)", _key(ftj), name)
+                self._emit(
+                    ftj,
+                    [
+                        Event(
+                            "Normal",
+                            "JobAdopted",
+                            f"Adopted the existing Job {name}, which this FineTuneJob controls.",
+                        )
+                    ],
+                )
+            return existing, None
+        logger.info("%s: created Job %s", _key(ftj), name)
+        self._emit(ftj, [Event("Normal", "JobCreated", f"Created Job {name}.")])
+        return created, None
+
+    def _delete_job(self, ftj: JsonDict, action: DeleteJob) -> None:
+        namespace, name = ftj["metadata"]["namespace"], job_name(ftj["metadata"]["name"])
+        if self._kube.delete_job(namespace, name, action.propagation):
+            logger.info("%s: deleted Job %s (%s)", _key(ftj), name, action.why)
+
+    def _record(self, ftj: JsonDict, old: JsonDict, new: JsonDict, now: datetime) -> None:
+        """Write the status if it changed, then tell what changed in Events."""
+        if new != old:
+            meta = ftj["metadata"]
+            self._kube.patch_finetunejob_status(
+                meta["namespace"], meta["name"], merge_patch(old, new), meta.get("resourceVersion")
+            )
+            if new.get("phase") != old.get("phase"):
+                logger.info(
+                    "%s: %s -> %s: %s",
+                    _key(ftj),
+                    old.get("phase") or "(new)",
+                    new.get("phase"),
+                    new.get("message"),
+                )
+            self._emit(ftj, derive_events(old, new), now)
+        self._metrics.set_phase(ftj["metadata"]["namespace"], ftj["metadata"]["name"], str(new.get("phase")))
+
+    def _emit(self, ftj: JsonDict, events: list[Event], now: datetime | None = None) -> None:
+        when = now or self._clock()
+        for index, event in enumerate(events):
+            try:
+                self._kube.create_event(ftj["metadata"]["namespace"], event_body(ftj, event, when, index))
+            except KubeError as err:
+                # Events are best effort; the status already holds the same information.
+                logger.warning("%s: could not record Event %s: %s", _key(ftj), event.reason, err)
+
+    def _account(self, ftj: JsonDict, status: JsonDict, now: datetime) -> None:
+        gpus = 0
+        if is_true(status.get("conditions") or [], RUNNING):
+            try:
+                gpus = validated_spec(ftj).resources.gpus
+            except ValidationError:
+                gpus = 0
+        self._metrics.account_gpus(ftj["metadata"]["namespace"], ftj["metadata"]["name"], gpus, now)
+
+
+def _key(ftj: JsonDict) -> str:
+    return f"{ftj['metadata']['namespace']}/{ftj['metadata']['name']}"
