@@ -82,8 +82,10 @@ def resolve_env(
         if "value" in entry:
             value = str(entry["value"])
             if value == container.get("terminationMessagePath"):
-                value = str(termination_log)
-            env[name] = _local_path(value, mounts) or value
+                # Already a local path: mapping it again would move it if the run dir sits under /tmp.
+                env[name] = str(termination_log)
+            else:
+                env[name] = _local_path(value, mounts) or value
             continue
         ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
         if ref is None:

@@ -48,6 +48,20 @@ def test_paths_map_to_the_run_directory_and_secrets_resolve() -> None:
     assert "UNRELATED" not in env
 
 
+def test_a_run_directory_under_a_mounted_path_is_not_remapped() -> None:
+    # /tmp is a pod volume; a local run directory that happens to live under /tmp must stay where it is.
+    mounts = {"/workspace": Path("/tmp/run/workspace"), "/tmp": Path("/tmp/run/tmp")}
+    env = resolve_env(
+        CONTAINER,
+        secrets={("s3", "id"): "a", ("s3", "secret"): "b"},
+        local_env={},
+        mounts=mounts,
+        termination_log=Path("/tmp/run/termination-log"),
+    )
+    assert env["FTJOB_TERMINATION_LOG"] == "/tmp/run/termination-log"
+    assert env["FTJOB_WORKDIR"] == "/tmp/run/workspace"
+
+
 def test_every_missing_secret_is_named() -> None:
     with pytest.raises(LocalRunError) as err:
         resolve_env(CONTAINER, secrets={}, local_env={}, mounts=MOUNTS, termination_log=Path("/t"))

@@ -40,7 +40,8 @@ def path(prefix: str, plural: str, namespace: str, name: str | None = None, sub:
 class KubeClient:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = urllib3.PoolManager(headers={"Authorization": "Bearer not-a-real-token"})
+        # Tests and the node agent share a client across threads.
+        self._http = urllib3.PoolManager(maxsize=8, headers={"Authorization": "Bearer not-a-real-token"})
 
     def request(
         self,

@@ -13,7 +13,7 @@ from ftjob.contract import (
     parse_latest_progress,
 )
 from ftjob_trainer.checkpoints import CheckpointStore
-from ftjob_trainer.progress import LogLineReporter, ThroughputMeter, human_line
+from ftjob_trainer.progress import LogLineReporter, StageTracker, ThroughputMeter, human_line
 from ftjob_trainer.storage import open_storage
 
 
@@ -75,6 +75,27 @@ def test_progress_lines_round_trip_and_read_well() -> None:
     assert parse_latest_progress(log) == record
     assert human_line(record) == "step 40/120 (33%) | epoch 0.67 | loss 1.2345 | 812 tok/s | ETA 2m10s"
     assert parse_latest_progress("no records here") is None
+
+
+def test_stages_after_training_keep_the_step_counts() -> None:
+    stream = io.StringIO()
+    tracker = StageTracker(LogLineReporter(stream))
+    tracker.stage("downloading")
+    tracker.report(
+        ProgressRecord(
+            stage="training", step=120, total_steps=120, epoch=1.0, loss=0.5, eta_seconds=3, time="t"
+        )
+    )
+    done = tracker.stage("done")
+    assert (done.stage, done.step, done.total_steps, done.loss, done.eta_seconds) == (
+        "done",
+        120,
+        120,
+        0.5,
+        None,
+    )
+    assert parse_latest_progress(stream.getvalue()) == done
+    assert StageTracker(LogLineReporter(io.StringIO())).stage("downloading").total_steps == 0
 
 
 def test_throughput_meter_estimates_rate_and_eta() -> None:

@@ -24,7 +24,7 @@ from .config import TrainerConfig
 from .errors import Interrupted
 from .evaluation.report import EvalResults
 from .manifest import InputFile, Manifest
-from .progress import ProgressReporter, now_iso, stage_record
+from .progress import ProgressReporter, StageTracker, now_iso
 from .signals import StopRequest
 from .storage import Storage, open_storage
 
@@ -77,7 +77,7 @@ class Pipeline:
         self.config = config
         self.spec = config.spec
         self.env = env
-        self.reporter = reporter
+        self.reporter = StageTracker(reporter)
         self.stop = stop
         self.storage: Storage = open_storage(self.spec.storage, env)
         self.outputs = Outputs(config.path("output"))
@@ -85,7 +85,7 @@ class Pipeline:
 
     def stage(self, stage: Stage) -> None:
         log.info("stage: %s", stage)
-        self.reporter.report(stage_record(stage))
+        self.reporter.stage(stage)
         if self.stop.requested:
             raise Interrupted(f"stopped by {self.stop.signal_name} during {stage}")
 

@@ -38,8 +38,25 @@ class LogLineReporter:
         self.stream.flush()
 
 
-def stage_record(stage: Stage) -> ProgressRecord:
-    return ProgressRecord(stage=stage, time=now_iso())
+@dataclass
+class StageTracker:
+    """Wraps a reporter: stage changes after training keep the last step counts, so a status reading
+    "evaluating" still says 120/120 steps rather than falling back to 0/0."""
+
+    inner: ProgressReporter
+    last: ProgressRecord | None = None
+
+    def report(self, record: ProgressRecord) -> None:
+        if record.stage == "training":
+            self.last = record
+        self.inner.report(record)
+
+    def stage(self, stage: Stage) -> ProgressRecord:
+        record = ProgressRecord(stage=stage, time=now_iso())
+        if self.last is not None and stage != "training":
+            record = self.last.model_copy(update={"stage": stage, "time": record.time, "eta_seconds": None})
+        self.report(record)
+        return record
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Fixtures of the operator's tests: an emulated API server, a client, and the operator as a process."""
+"""Fixtures of the operator and end-to-end tests: an emulated API server and a client for it."""
 
 from __future__ import annotations
 
