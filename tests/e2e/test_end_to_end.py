@@ -18,11 +18,12 @@ import pytest
 import yaml
 
 from ftjob.demo.orders import write_dataset
-from tests.support.kube_client import BATCH, FTJ, JsonDict, KubeClient, path, wait_for
+from tests.support.kube_client import BATCH, FTJ, JsonDict, KubeClient, condition, ftj_status, path, wait_for
 from tests.support.kube_emulator import EmulatorServer, request_matches
-from tests.support.node_agent import NodeAgent, condition, ftj_status
+from tests.support.node_agent import NodeAgent
 from tests.support.operator_process import OperatorProcess
 from tests.support.s3_server import S3Endpoint
+from tests.support.trainer_runs import small_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -117,33 +118,11 @@ def tiny_inputs(s3_server: S3Endpoint, s3_bucket: str, tiny_model_path: Path, tm
 
 
 def tiny_spec(bucket: str, endpoint: str, **overrides: Any) -> JsonDict:
-    spec: JsonDict = {
-        "baseModel": {"uri": f"s3://{bucket}/models/tiny/"},
-        "data": {"trainUri": f"s3://{bucket}/data/orders.jsonl", "cleaning": {"outputFormat": "json"}},
-        "output": {"uri": f"s3://{bucket}/runs/job/"},
-        "storage": {
-            "endpointUrl": endpoint,
-            "region": "us-east-1",
-            "pathStyle": True,
-            "credentialsSecretRef": {"name": "s3-creds"},
-        },
-        "peft": {"r": 4, "alpha": 8},
-        "training": {
-            "maxSteps": 6,
-            "perDeviceBatchSize": 4,
-            "gradientAccumulationSteps": 1,
-            "maxSeqLength": 128,
-            "loggingSteps": 2,
-        },
-        "checkpointing": {"everySteps": 3},
-        "evaluation": {"maxSamples": 4, "maxNewTokens": 12},
-        "resources": {"gpus": 0, "cpu": "2", "memory": "4Gi"},
-        "backoffLimit": 1,
-    }
-    for key, value in overrides.items():
-        spec[key] = (
-            {**spec[key], **value} if isinstance(value, dict) and isinstance(spec.get(key), dict) else value
-        )
+    """The trainer tests' small spec, as a cluster user writes it: credentials from a Secret, no GPU."""
+    spec = small_spec(bucket, endpoint, **overrides)
+    spec["storage"]["credentialsSecretRef"] = {"name": "s3-creds"}
+    spec.setdefault("resources", {"gpus": 0, "cpu": "2", "memory": "4Gi"})
+    spec.setdefault("backoffLimit", 1)
     return spec
 
 

@@ -20,7 +20,7 @@ from ftjob.contract import ProgressRecord, TerminationSummary, format_progress_l
 from ftjob_operator.render import render_job
 from ftjob_operator.settings import OperatorSettings
 from tests.support import kube_actors as actors
-from tests.support.kube_client import BATCH, FTJ, JsonDict, KubeClient, path, wait_for
+from tests.support.kube_client import BATCH, FTJ, JsonDict, KubeClient, condition, ftj_status, path, wait_for
 from tests.support.kube_emulator import EmulatorServer, request_matches
 from tests.support.operator_process import OperatorProcess, free_port
 
@@ -100,14 +100,7 @@ def set_spec(api: KubeClient, patch: JsonDict) -> JsonDict:
 
 
 def status(api: KubeClient, name: str = NAME) -> JsonDict:
-    return dict((api.finetunejob(NS, name) or {}).get("status") or {})
-
-
-def condition(st: JsonDict, type_: str) -> tuple[str, str] | None:
-    for c in st.get("conditions") or []:
-        if c["type"] == type_:
-            return c["status"], c["reason"]
-    return None
+    return ftj_status(api, NS, name)
 
 
 def wait_status(

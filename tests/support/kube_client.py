@@ -117,6 +117,19 @@ class KubeClient:
         ]
 
 
+def ftj_status(api: KubeClient, namespace: str, name: str) -> JsonDict:
+    """The FineTuneJob's status ({} while it has none, or when the object is gone)."""
+    return dict((api.finetunejob(namespace, name) or {}).get("status") or {})
+
+
+def condition(status: JsonDict, type_: str) -> tuple[str, str] | None:
+    """(status, reason) of the condition of that type, or None."""
+    for c in status.get("conditions") or []:
+        if c["type"] == type_:
+            return c["status"], c["reason"]
+    return None
+
+
 def wait_for(
     probe: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"
 ) -> T:

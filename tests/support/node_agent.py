@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from ftjob.local_run import resolve_env
 from tests.support import kube_actors as actors
@@ -239,22 +239,3 @@ def _resolve(command: list[str], env: dict[str, str]) -> list[str]:
     if found is None:
         raise RuntimeError(f"{command[0]} is not installed")
     return [found, *command[1:]]
-
-
-def ftj_status(api: KubeClient, namespace: str, name: str) -> JsonDict:
-    return dict((api.finetunejob(namespace, name) or {}).get("status") or {})
-
-
-def condition(status: JsonDict, type_: str) -> tuple[str, str] | None:
-    for c in status.get("conditions") or []:
-        if c["type"] == type_:
-            return c["status"], c["reason"]
-    return None
-
-
-def summary_of(status: JsonDict) -> dict[str, Any]:
-    return {
-        "phase": status.get("phase"),
-        "message": status.get("message"),
-        "conditions": status.get("conditions"),
-    }

@@ -174,3 +174,22 @@ def test_fingerprint_follows_training_fields_only() -> None:
     other = TrainerConfig.from_env(env_with({**BASE, "training": {"learningRate": 1e-5}}))
     assert first.training_fingerprint == same.training_fingerprint != other.training_fingerprint
     assert first.path("a", "b") == first.workdir / "a" / "b"
+
+
+def test_help_and_config_check_do_not_import_torch() -> None:
+    # The pod's entry point must answer --help and --check-config instantly.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ftjob_trainer import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'boto3') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "ftjob-train" in result.stdout
+    assert result.stdout.splitlines()[-1] == ""  # the list of heavy modules imported: none

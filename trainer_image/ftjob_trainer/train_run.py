@@ -53,20 +53,15 @@ def train_and_evaluate(
         trust_remote_code=spec.base_model.trust_remote_code,
         gradient_checkpointing=spec.training.gradient_checkpointing,
     )
-    cache = config.path("datasets")
-    train_ds = build_dataset(
-        prepared.train_path,
-        tokenizer,
-        max_length=spec.training.max_seq_length,
-        loss_on=spec.training.loss_on,
-        cache_dir=cache,
-    )
-    eval_ds = build_dataset(
-        prepared.validation_path,
-        tokenizer,
-        max_length=spec.training.max_seq_length,
-        loss_on=spec.training.loss_on,
-        cache_dir=cache,
+    train_ds, eval_ds = (
+        build_dataset(
+            split,
+            tokenizer,
+            max_length=spec.training.max_seq_length,
+            loss_on=spec.training.loss_on,
+            cache_dir=config.path("datasets"),
+        )
+        for split in (prepared.train_path, prepared.validation_path)
     )
 
     store = run.checkpoint_store()

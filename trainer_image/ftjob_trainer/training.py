@@ -11,6 +11,7 @@ from typing import Any
 
 from ftjob.api import FineTuneJobSpec
 
+from .base_model import sha256_file
 from .chat_masks import tokenize_chat
 from .modeling import TrainingPlan
 
@@ -122,14 +123,23 @@ def tokenized_rows(
 
 
 def build_dataset(path: Path, tokenizer: Any, *, max_length: int, loss_on: str, cache_dir: Path) -> Any:
-    """A pre-tokenized, memory-mapped dataset (input_ids, assistant_masks) from a cleaned JSONL file."""
+    """A pre-tokenized, memory-mapped dataset (input_ids, assistant_masks) from a cleaned JSONL file.
+
+    Rows are written to Arrow on disk in batches as they are tokenized: memory stays flat however large
+    the file (a list of Python ints would take ~30 bytes per token).
+    """
     from datasets import Dataset, Features, Sequence, Value
 
     features = Features({"input_ids": Sequence(Value("int32")), "assistant_masks": Sequence(Value("int8"))})
-    rows = list(tokenized_rows(path, tokenizer, max_length=max_length, loss_on=loss_on))
-    # from_list + save/load keeps one on-disk arrow copy and frees the Python lists right away.
-    dataset = Dataset.from_list(rows, features=features)
-    del rows
-    target = cache_dir / path.stem
-    dataset.save_to_disk(str(target))
-    return Dataset.load_from_disk(str(target))
+    return Dataset.from_generator(
+        tokenized_rows,
+        features=features,
+        cache_dir=str(cache_dir),
+        gen_kwargs={
+            "path": path,
+            "tokenizer": tokenizer,
+            "max_length": max_length,
+            "loss_on": loss_on,
+            "content_sha256": sha256_file(path),
+        },
+    )
