@@ -88,11 +88,6 @@ BAD_MANIFESTS = [
     pytest.param(_set("spec.resources.memory", "lots"), "spec.resources.memory", id="bad-quantity"),
     pytest.param(_set("spec.backoffLimit", -1), "spec.backoffLimit", id="negative-backoff"),
     pytest.param(_set("metadata.name", "x" * 53), "metadata.name", id="name-too-long"),
-    pytest.param(
-        _set("spec.resources.nodeSelector", {"bad key!": "x"}),
-        "spec.resources.nodeSelector",
-        id="bad-label-key",
-    ),
     pytest.param(_set("spec.evaluation.metrics", ["bleu"]), "spec.evaluation.metrics", id="unknown-metric"),
 ]
 
@@ -138,6 +133,11 @@ CROSS_FIELD = [
         {"peft": {"targetModules": ["all-linear", "q_proj"]}},
         'spec.peft.targetModules: \'all-linear\' must be the only entry when used (got ["all-linear", "q_proj"])',
         id="all-linear-alone",
+    ),
+    pytest.param(
+        {"resources": {"nodeSelector": {"bad key!": "x"}}},
+        'spec.resources.nodeSelector.bad key!: must match ^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$ (got "bad key!")',
+        id="bad-label-key",
     ),
     pytest.param(
         {"baseModel": {"uri": "s3://models/base/", "tokenSecretRef": {"name": "hf", "key": "token"}}},
