@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,3 +194,24 @@ def test_help_and_config_check_do_not_import_torch() -> None:
     )
     assert "ftjob-train" in result.stdout
     assert result.stdout.splitlines()[-1] == ""  # the list of heavy modules imported: none
+
+
+def test_tokenized_dataset_follows_the_file_content(tmp_path: Path, smollm2_tokenizer_path: Path) -> None:
+    # The dataset is cached on disk by datasets; a file rewritten in place must not be served stale.
+    from transformers import AutoTokenizer
+
+    from ftjob.demo.orders import generate_examples
+    from ftjob_trainer.training import build_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_path))
+    data = tmp_path / "train.clean.jsonl"
+    examples = generate_examples(6)
+    data.write_text("\n".join(json.dumps(e) for e in examples[:4]) + "\n")
+    first = build_dataset(data, tokenizer, max_length=256, loss_on="assistant", cache_dir=tmp_path / "cache")
+    data.write_text("\n".join(json.dumps(e) for e in examples) + "\n")
+    second = build_dataset(data, tokenizer, max_length=256, loss_on="assistant", cache_dir=tmp_path / "cache")
+    assert (len(first), len(second)) == (4, 6)
+    row = second[0]
+    assert len(row["input_ids"]) == len(row["assistant_masks"]) and 0 < sum(row["assistant_masks"]) < len(
+        row["input_ids"]
+    )

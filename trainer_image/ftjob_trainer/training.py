@@ -110,8 +110,9 @@ def _conversations(path: Path) -> Iterator[list[dict[str, str]]]:
 
 
 def tokenized_rows(
-    path: Path, tokenizer: Any, *, max_length: int, loss_on: str
+    path: Path, tokenizer: Any, *, max_length: int, loss_on: str, content_sha256: str = ""
 ) -> Iterator[dict[str, list[int]]]:
+    del content_sha256  # only part of the datasets cache key: a changed file must not hit a stale cache
     for messages in _conversations(path):
         chat = tokenize_chat(
             tokenizer,
