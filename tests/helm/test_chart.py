@@ -22,7 +22,6 @@ from .rendering import (
     NAMESPACED,
     RELEASE_NAMESPACE,
     JsonDict,
-    load_chart,
     of_kind,
     one,
     render,
@@ -33,16 +32,6 @@ from .rendering import (
 # test_unknown_kinds_are_really_unknown fails if the library learns one, so the skip cannot hide anything.
 KINDS_WITHOUT_SCHEMA = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 CLUSTER_SCOPED_KINDS = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
-
-
-@pytest.fixture(scope="module")
-def chart() -> helm_python.Chart:
-    return load_chart()
-
-
-@pytest.fixture(scope="module")
-def rendered(chart: helm_python.Chart) -> dict[str, list[JsonDict]]:
-    return {name: render(chart, values) for name, values in CONFIGURATIONS.items()}
 
 
 def container(deployment: JsonDict) -> JsonDict:

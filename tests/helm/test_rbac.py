@@ -3,21 +3,10 @@ that code in rbac.py, not copied)."""
 
 from __future__ import annotations
 
-import helm_python
 import pytest
 
 from .rbac import EXPECTED, FORBIDDEN_RESOURCES, Permission, permission_of, required_permissions
-from .rendering import CONFIGURATIONS, RELEASE_NAMESPACE, JsonDict, load_chart, of_kind, one, render
-
-
-@pytest.fixture(scope="module")
-def chart() -> helm_python.Chart:
-    return load_chart()
-
-
-@pytest.fixture(scope="module")
-def rendered(chart: helm_python.Chart) -> dict[str, list[JsonDict]]:
-    return {name: render(chart, values) for name, values in CONFIGURATIONS.items()}
+from .rendering import CONFIGURATIONS, RELEASE_NAMESPACE, JsonDict, of_kind, one
 
 
 def permissions(rules: list[JsonDict]) -> set[Permission]:
