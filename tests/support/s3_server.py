@@ -33,16 +33,15 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
 from ftjob.api.storage import StorageSpec
+from ftjob.demo.embedded_s3 import HOST, start_embedded_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-HOST = "127.0.0.1"
 REGION = "us-east-1"
 # moto accepts any keys while IAM is not enforced; these only have to look like credentials.
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -80,14 +79,11 @@ def start_s3_server(port: int | None = None, *, tls: bool = False) -> tuple[str,
 
     With `tls`, it serves HTTPS with a freshly generated self-signed certificate.
     """
-    # werkzeug logs one line per request at INFO; in a test run that buries everything else.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     if tls:
+        # werkzeug logs one line per request at INFO; in a test run that buries everything else.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         return _start_tls_server(port or 0)
-    server = ThreadedMotoServer(ip_address=HOST, port=port or 0, verbose=False)
-    server.start()
-    host, bound_port = server.get_host_and_port()
-    return f"http://{host}:{bound_port}", server.stop
+    return start_embedded_s3(port or 0)
 
 
 def _start_tls_server(port: int) -> tuple[str, Stop]:

@@ -135,10 +135,7 @@ def load_model(
     dtype = getattr(torch, plan.dtype)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
     if plan.method == "qlora":
-        quant = quantization_kwargs(peft, plan.dtype)
-        quant["bnb_4bit_compute_dtype"] = dtype
-        quant["bnb_4bit_quant_storage"] = dtype
-        kwargs["quantization_config"] = BitsAndBytesConfig(**quant)
+        kwargs["quantization_config"] = BitsAndBytesConfig(**quantization_kwargs(peft, plan.dtype))
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)

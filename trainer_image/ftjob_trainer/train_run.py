@@ -114,7 +114,7 @@ def train_and_evaluate(
     run.stage("evaluating")
     results = evaluate(run, trainer, model, tokenizer, prepared, train_loss=train_output.training_loss)
     if spec.output.merge_adapter:
-        merge_adapter(run, model_source, adapter_dir)
+        merge_adapter(run, model_source, adapter_dir, plan.dtype)
 
     resolved = {
         "method": plan.method,
@@ -180,16 +180,16 @@ def evaluate(
     return results
 
 
-def merge_adapter(run: Pipeline, model_source: ResolvedModel, adapter_dir: Any) -> None:
-    """Merge into a fresh 16-bit copy of the base (never into 4-bit weights, which would lose precision)."""
+def merge_adapter(run: Pipeline, model_source: ResolvedModel, adapter_dir: Any, dtype: str) -> None:
+    """Merge into a fresh copy of the base in the training precision (16-bit on GPUs, fp32 on CPUs), never
+    into 4-bit weights, which would lose precision."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
-    if not torch.cuda.is_available():
-        dtype = torch.float32
     base = AutoModelForCausalLM.from_pretrained(
-        str(model_source.path), dtype=dtype, trust_remote_code=run.spec.base_model.trust_remote_code
+        str(model_source.path),
+        dtype=getattr(torch, dtype),
+        trust_remote_code=run.spec.base_model.trust_remote_code,
     )
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(run.outputs.merged))
