@@ -1,13 +1,13 @@
 """The parts of a cluster the emulator does not run, played through the API the way they write it:
-the Job controller (pods for a Job, Job status and conditions), the kubelet (pod status, container
-states, termination messages) and Kueue (unsuspending a Job).
+the scheduler (binding a pod to the test Node), the kubelet (Node status, pod status, container states,
+termination messages) and Kueue (unsuspending a Job). The Job controller is the real one in
+kube-controller-manager: it creates the pods and writes the Jobs' status.
 
 Each function is one write a controller would make, so a test reads like the cluster's own timeline.
 """
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,69 +30,66 @@ def _job_path(job: JsonDict, sub: str | None = None) -> str:
     return path(BATCH, "jobs", meta["namespace"], meta["name"], sub)
 
 
-# -- Job controller ------------------------------------------------------------------------------------
-def create_pod(api: KubeClient, job: JsonDict) -> JsonDict:
-    """A pod from the Job's template, controlled by the Job, as the Job controller creates it."""
-    meta = job["metadata"]
-    template = job["spec"]["template"]
-    labels = dict(template["metadata"].get("labels") or {})
-    labels.update(
-        {"batch.kubernetes.io/job-name": meta["name"], "batch.kubernetes.io/controller-uid": meta["uid"]}
-    )
-    pod = {
+# -- the kubelet's node ----------------------------------------------------------------------------------
+NODE = "ftjob-test-node"
+
+
+def register_node(api: KubeClient, name: str = NODE, kubelet_port: int = 10250) -> JsonDict:
+    """A Ready Node with a loopback address: where the API server sends `pods/log` requests."""
+    body = {
         "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"{meta['name']}-{secrets.token_hex(3)[:5]}",
-            "namespace": meta["namespace"],
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": template["spec"],
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {},
     }
-    created = api.create(path(CORE, "pods", meta["namespace"]), pod)
-    set_job_status(api, job, active=1)
-    return created
+    if api.get(f"{CORE}/nodes/{name}") is None:
+        api.create(f"{CORE}/nodes", body)
+    return node_heartbeat(api, name, kubelet_port)
 
 
-def set_job_status(api: KubeClient, job: JsonDict, **fields: Any) -> JsonDict:
-    status: JsonDict = {"startTime": (job.get("status") or {}).get("startTime") or now(), **fields}
-    return api.patch(_job_path(job, "status"), {"status": status})
+def node_heartbeat(api: KubeClient, name: str = NODE, kubelet_port: int = 10250) -> JsonDict:
+    """What the kubelet writes every few seconds: Ready, its address and port, capacity (GPUs too)."""
+    capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8"}
+    status = {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "test kubelet is posting ready status",
+                "lastHeartbeatTime": now(),
+                "lastTransitionTime": now(),
+            }
+        ],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
+        "capacity": capacity,
+        "allocatable": capacity,
+    }
+    return api.patch(f"{CORE}/nodes/{name}/status", {"status": status})
 
 
-def job_condition(
-    api: KubeClient, job: JsonDict, type_: str, reason: str, message: str = "", **counts: int
-) -> JsonDict:
-    """Add a True condition to the Job (Complete, Failed, FailureTarget...) with the pod counts."""
-    current = api.job(job["metadata"]["namespace"], job["metadata"]["name"]) or job
-    conditions = list((current.get("status") or {}).get("conditions") or [])
-    conditions.append(
+def bind_pod(api: KubeClient, pod: JsonDict, node: str = NODE) -> None:
+    """What the scheduler does: bind the pod to a node (the `pods/binding` subresource)."""
+    meta = pod["metadata"]
+    api.create(
+        _pod_path(pod, "binding"),
         {
-            "type": type_,
-            "status": "True",
-            "reason": reason,
-            "message": message,
-            "lastProbeTime": now(),
-            "lastTransitionTime": now(),
-        }
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        },
     )
-    fields: JsonDict = {"conditions": conditions, "active": 0, **counts}
-    if type_ == "Complete":
-        fields["completionTime"] = now()
-    return set_job_status(api, current, **fields)
 
 
-def delete_pod(api: KubeClient, pod: JsonDict) -> None:
-    api.delete(_pod_path(pod))
+def delete_pod(api: KubeClient, pod: JsonDict, grace_period_seconds: int | None = None) -> None:
+    """`grace_period_seconds=0` is how the kubelet finishes a graceful deletion once the pod stopped."""
+    url = _pod_path(pod)
+    if grace_period_seconds is None:
+        api.delete(url)
+    else:
+        api.request("DELETE", url, {"gracePeriodSeconds": grace_period_seconds})
 
 
 # -- kubelet -------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -38,10 +39,32 @@ def path(prefix: str, plural: str, namespace: str, name: str | None = None, sub:
 
 
 class KubeClient:
-    def __init__(self, base_url: str) -> None:
+    """Admin by client certificate, or a bearer token; `impersonate` acts as another user (or
+    `system:serviceaccount:NS:NAME`) through the API server's impersonation headers."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        token: str | None = None,
+        impersonate: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        # Tests and the node agent share a client across threads.
-        self._http = urllib3.PoolManager(maxsize=8, headers={"Authorization": "Bearer not-a-real-token"})
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if impersonate is not None:
+            headers["Impersonate-User"] = impersonate
+        tls: dict[str, Any] = {}
+        if ca_file is not None:
+            tls["ca_certs"] = str(ca_file)
+        if cert_file is not None and key_file is not None:
+            tls.update(cert_file=str(cert_file), key_file=str(key_file))
+        # Tests and the kubelet agent share a client across threads.
+        self._http = urllib3.PoolManager(maxsize=8, headers=headers, **tls)
 
     def request(
         self,
@@ -86,6 +109,11 @@ class KubeClient:
 
     def patch(self, url_path: str, body: JsonDict) -> JsonDict:
         return self._ok("PATCH", url_path, body, content_type="application/merge-patch+json")
+
+    def apply(self, url_path: str, body: JsonDict, *, field_manager: str, force: bool = True) -> JsonDict:
+        """Server-side apply, as `kubectl apply --server-side` sends it."""
+        query = {"fieldManager": field_manager, "force": "true" if force else "false"}
+        return self._ok("PATCH", url_path, body, content_type="application/apply-patch+yaml", query=query)
 
     def delete(self, url_path: str, propagation: str | None = None) -> None:
         body = {"propagationPolicy": propagation} if propagation else None

@@ -98,14 +98,11 @@ def immutability_rules(spec: Schema) -> list[dict[str, str]]:
     return rules
 
 
-def name_rule() -> dict[str, str]:
-    return {
-        "rule": f"size(self.metadata.name) <= {meta.MAX_NAME_LENGTH}",
-        "message": f"metadata.name must be at most {meta.MAX_NAME_LENGTH} characters "
-        f"(the trainer Job is named <name>{meta.JOB_NAME_SUFFIX} and its pods add a suffix)",
-        "fieldPath": ".metadata.name",
-        "reason": "FieldValueTooLong",
-    }
+def metadata_schema() -> Schema:
+    """The API server allows only `name` and `generateName` restrictions under `metadata`, and no
+    description; CEL over `metadata.name` cannot name it as its field path, so a plain maxLength does it:
+    the child Job is named <name>-train and its pods add a suffix."""
+    return {"type": "object", "properties": {"name": {"type": "string", "maxLength": meta.MAX_NAME_LENGTH}}}
 
 
 def open_api_schema() -> Schema:
@@ -116,11 +113,10 @@ def open_api_schema() -> Schema:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object: ftjob.dev/v1alpha1."},
             "kind": {"type": "string", "description": "Kind of this object: FineTuneJob."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "metadata": metadata_schema(),
             "spec": spec_schema(),
             "status": status_schema(),
         },
-        "x-kubernetes-validations": [name_rule()],
     }
 
 
