@@ -20,6 +20,11 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def now_micro() -> str:
+    """MicroTime, as Leases and events.k8s.io Events carry it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _pod_path(pod: JsonDict, sub: str | None = None) -> str:
     meta = pod["metadata"]
     return path(CORE, "pods", meta["namespace"], meta["name"], sub)

@@ -23,7 +23,9 @@ from tests.support.control_plane import (
     missing_binaries,
     start_control_plane,
 )
+from tests.support.kube_actors import NODE
 from tests.support.kube_client import CORE, KubeClient, wait_for
+from tests.support.kubelet import TestKubelet
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
@@ -63,6 +65,15 @@ def control_plane() -> Iterator[ControlPlane]:
             shutil.rmtree(plane.root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def kubelet(control_plane: ControlPlane) -> Iterator[TestKubelet]:
+    """The test Node, Ready for the whole session, serving container logs to the API server."""
+    cert, key = control_plane.pki.leaf("kubelet", f"system:node:{NODE}", server=True)
+    with TestKubelet(control_plane.client(), cert, key, NODE) as node:
+        yield node
+    assert not node.errors, node.errors
+
+
 @pytest.fixture
 def api(control_plane: ControlPlane) -> KubeClient:
     return control_plane.client()
@@ -72,6 +83,8 @@ def api(control_plane: ControlPlane) -> KubeClient:
 def namespace(api: KubeClient) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     api.create(f"{CORE}/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pods are refused until the controller manager has made the namespace's `default` ServiceAccount.
+    wait_for(lambda: api.get(f"{CORE}/namespaces/{name}/serviceaccounts/default"), what=f"{name}/default SA")
     yield name
     api.delete(f"{CORE}/namespaces/{name}")
 
