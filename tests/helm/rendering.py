@@ -104,15 +104,21 @@ def load_chart() -> helm_python.Chart:
     return helm_python.Chart.load(CHART_DIR)
 
 
-def render_templates(chart: helm_python.Chart, values: JsonDict) -> dict[str, str]:
+def render_templates(
+    chart: helm_python.Chart, values: JsonDict, *, release: str = RELEASE, namespace: str = RELEASE_NAMESPACE
+) -> dict[str, str]:
     """Template path -> rendered text, as `helm template` would produce it (NOTES.txt included)."""
-    return chart.render(values, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True)
+    return chart.render(values, name=release, namespace=namespace, is_install=True)
 
 
-def render(chart: helm_python.Chart, values: JsonDict) -> list[JsonDict]:
-    """Every Kubernetes object the chart renders with `values`, parsed."""
+def render(
+    chart: helm_python.Chart, values: JsonDict, *, release: str = RELEASE, namespace: str = RELEASE_NAMESPACE
+) -> list[JsonDict]:
+    """Every Kubernetes object the chart renders with `values` (as release `release` installed into
+    `namespace`), parsed."""
     objects: list[JsonDict] = []
-    for path, text in sorted(render_templates(chart, values).items()):
+    templates = render_templates(chart, values, release=release, namespace=namespace)
+    for path, text in sorted(templates.items()):
         if not path.endswith((".yaml", ".yml")):
             continue
         for doc in yaml.safe_load_all(text):
@@ -134,12 +140,13 @@ def one(objects: list[JsonDict], kind: str) -> JsonDict:
 
 
 def pod_templates(objects: list[JsonDict]) -> Iterator[tuple[str, JsonDict]]:
-    """(object name, pod spec) of everything that runs pods."""
+    """(object, pod template: metadata and spec) of everything that runs pods."""
     for obj in objects:
         kind = obj["kind"]
+        where = f"{kind}/{obj['metadata']['name']}"
         if kind == "Pod":
-            yield f"{kind}/{obj['metadata']['name']}", obj["spec"]
+            yield where, {"metadata": obj["metadata"], "spec": obj["spec"]}
         elif kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
-            yield f"{kind}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]
+            yield where, obj["spec"]["template"]
         elif kind == "CronJob":
-            yield f"{kind}/{obj['metadata']['name']}", obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            yield where, obj["spec"]["jobTemplate"]["spec"]["template"]
