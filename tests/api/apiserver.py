@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftjob.api import FineTuneJobSpec
+from ftjob.schema.crd import spec_schema
 from tests.support.kube_client import FTJ, JsonDict, KubeClient, path
 
 PLURAL = "finetunejobs"
@@ -116,3 +118,33 @@ def kubectl(kubeconfig: Path, *args: str) -> str:
 def words(text: Any) -> str:
     """Whitespace-normalised text: kubectl wraps descriptions at its own width."""
     return " ".join(str(text).split())
+
+
+def model_defaults(spec: JsonDict) -> JsonDict:
+    """The spec with the model's defaults filled in, in the form the server stores it (see `comparable`)."""
+    dumped = FineTuneJobSpec.model_validate(spec).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return comparable(dumped)
+
+
+def comparable(spec: JsonDict) -> JsonDict:
+    """A spec without empty maps and lists (the model defaults them, the schema leaves them out) and with
+    int-or-string values as strings (the server keeps `cpu: 8` as written, the model reads "8")."""
+    value = _comparable(spec, spec_schema())
+    assert isinstance(value, dict)
+    return value
+
+
+def _comparable(value: Any, schema: JsonDict) -> Any:
+    if schema.get("x-kubernetes-int-or-string") and isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {
+            key: _comparable(sub, props.get(key) or (extra if isinstance(extra, dict) else {}))
+            for key, sub in value.items()
+            if sub not in ({}, []) or (key in props and props[key].get("default") == sub)
+        }
+    if isinstance(value, list):
+        return [_comparable(item, schema.get("items") or {}) for item in value]
+    return value
