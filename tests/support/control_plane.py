@@ -12,6 +12,7 @@ the tests that need the control plane are skipped with the same message.
 from __future__ import annotations
 
 import base64
+import ctypes
 import datetime
 import ipaddress
 import os
@@ -312,6 +313,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.components.append(Component(name, process, log_path, log_file))
 
@@ -403,6 +405,15 @@ class ControlPlane:
 
     def component_logs(self) -> dict[str, str]:
         return {c.name: c.log_tail(200) for c in self.components}
+
+
+def _die_with_parent() -> None:
+    """A killed test run (SIGKILL, a timeout) must not leave an API server and etcd behind: Linux kills
+    the component when the process that started it dies. SIGKILL, since an API server whose etcd is
+    already gone hangs in its graceful shutdown, and the data is thrown away anyway."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _b64(path: Path) -> str:
