@@ -16,7 +16,7 @@ from ftjob_operator.kube import Kube
 from ftjob_operator.metrics import Metrics
 from ftjob_operator.reconcile import Reconciler
 from ftjob_operator.settings import OperatorSettings
-from tests.helm.rbac import EXPECTED, RecordingApiClient
+from tests.helm.permissions import EXPECTED
 
 from .argocd import HEALTH_LUA, ROOT
 
@@ -39,7 +39,7 @@ def test_gitops_doc_embeds_the_health_check_verbatim() -> None:
 def test_gitops_doc_names_every_annotation_kopf_writes() -> None:
     settings = OperatorSettings()
     kopf = kopf_settings(settings)
-    registry = build_registry(Reconciler(Kube(cast(Any, RecordingApiClient())), settings), settings)
+    registry = build_registry(Reconciler(Kube(cast(Any, None)), settings), settings)
     progress = kopf.persistence.progress_storage
     diffbase = kopf.persistence.diffbase_storage
     assert isinstance(progress, AnnotationsProgressStorage)

@@ -252,6 +252,8 @@ class ControlPlane:
                 f"--proxy-client-cert-file={pki.path('front-proxy-client.crt')}",
                 f"--proxy-client-key-file={pki.path('front-proxy-client.key')}",
                 "--authorization-mode=RBAC",
+                # On in most clusters: setting blockOwnerDeletion needs `update` on the owner's finalizers.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.path('sa.pub')}",
                 f"--service-account-signing-key-file={pki.path('sa.key')}",

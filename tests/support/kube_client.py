@@ -64,7 +64,8 @@ class KubeClient:
         if cert_file is not None and key_file is not None:
             tls.update(cert_file=str(cert_file), key_file=str(key_file))
         # Tests and the kubelet agent share a client across threads.
-        self._http = urllib3.PoolManager(maxsize=8, headers=headers, **tls)
+        self._headers = headers
+        self._http = urllib3.PoolManager(maxsize=8, **tls)
 
     def request(
         self,
@@ -76,7 +77,10 @@ class KubeClient:
         query: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         url = self.base_url + url_path + (f"?{urlencode(query)}" if query else "")
-        headers = {"Content-Type": content_type} if body is not None else {}
+        # Per-request headers replace a pool's default ones in urllib3: the identity goes on every request.
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = content_type
         data = json.dumps(body).encode() if body is not None else None
         response = self._http.request(method, url, body=data, headers=headers, timeout=30.0)
         return response.status, response.data

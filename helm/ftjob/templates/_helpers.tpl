@@ -90,8 +90,9 @@ app.kubernetes.io/part-of: ftjob
 {{- end -}}
 
 {{/* RBAC -------------------------------------------------------------------------------------------
-Exactly what the operator does, no more (tests/helm/test_rbac.py derives the same list from the operator's
-code and fails when the two differ):
+Exactly what the operator does, no more (tests/helm/test_rbac.py has a real API server check it: as the
+operator's ServiceAccount each call succeeds, anything else is refused, and SelfSubjectRulesReview lists
+exactly these rules; the operator process runs with that account without a denial):
 - finetunejobs: get (reconcile reads the object); list, watch (kopf's watch); patch (kopf keeps its progress
   and diff base in ftjob.dev/* annotations).
 - finetunejobs/status: patch (the operator's only write: a merge patch of status).
