@@ -86,9 +86,10 @@ class Reconciler:
                     try:
                         return self._reconcile_once(namespace, name, read_progress)
                     except KubeError as err:
-                        if err.kind is not ErrorKind.CONFLICT:
+                        if err.kind not in (ErrorKind.CONFLICT, ErrorKind.NOT_FOUND):
                             raise
-                        # Someone wrote the object since it was read: read it again and start over.
+                        # Someone wrote (or deleted) the object or its Job since it was read: read it again
+                        # and start over. A FineTuneJob deleted meanwhile is then simply gone.
                         logger.debug(
                             "%s/%s changed while reconciling (%s); reading it again", namespace, name, err
                         )

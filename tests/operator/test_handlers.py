@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import kopf
+import yaml
 
 from ftjob_operator.handlers import LiveSet, build_registry, kopf_settings
 from ftjob_operator.kube import Kube, load_api_client
@@ -28,7 +29,21 @@ def test_kopf_keeps_its_state_in_annotations_under_the_project_prefix() -> None:
     assert len(selectors) == 2
 
 
-def test_no_handler_needs_a_finalizer(kubeconfig: Path) -> None:
+def test_no_handler_needs_a_finalizer(tmp_path: Path) -> None:
+    # Building the registry only reads a kubeconfig; nothing is sent to the (absent) server.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
     settings = OperatorSettings()
     registry = build_registry(Reconciler(Kube(load_api_client(str(kubeconfig))), settings), settings)
     changing = registry._changing.get_all_handlers()

@@ -1,4 +1,5 @@
-"""kube.py: error classification, retries, and the verbs, against the emulated API over HTTP."""
+"""kube.py: error classification and retries (pure), and the verbs against the real API server, through the
+fault-injecting proxy where a test needs an error the server would not give on its own."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from ftjob_operator.kube import (
     load_api_client,
     parse_retry_after,
 )
+from tests.support import kube_actors as actors
+from tests.support.fault_proxy import Drop, FaultProxy, Match, Reply, Reset, resource_path
 from tests.support.kube_client import CORE, FTJ, KubeClient, path
-from tests.support.kube_emulator import EmulatorServer, request_matches
+from tests.support.kubelet import TestKubelet
 
 from . import factories as f
 
@@ -89,69 +92,111 @@ def sleeps() -> list[float]:
 
 
 @pytest.fixture
-def kube(kubeconfig: Path, sleeps: list[float]) -> Kube:
-    return Kube(load_api_client(str(kubeconfig)), sleep=sleeps.append)
+def kube(proxy_kubeconfig: Path, sleeps: list[float]) -> Kube:
+    return Kube(load_api_client(str(proxy_kubeconfig)), sleep=sleeps.append)
 
 
-def test_throttling_honours_retry_after(cluster: EmulatorServer, kube: Kube, sleeps: list[float]) -> None:
-    cluster.emulator.fail(request_matches("GET", "jobs"), 429, times=2, headers={"Retry-After": "3"})
-    assert kube.get_job("ns", "missing") is None
+def get_job(namespace: str, name: str) -> Match:
+    return Match("GET", resource_path("jobs", name, namespace=namespace))
+
+
+def test_throttling_honours_retry_after(
+    fault_proxy: FaultProxy, kube: Kube, namespace: str, sleeps: list[float]
+) -> None:
+    fault_proxy.add(get_job(namespace, "missing"), Reply(429, headers={"Retry-After": "3"}), times=2)
+    assert kube.get_job(namespace, "missing") is None  # the real server's 404, on the third attempt
     assert sleeps == [3.0, 3.0]
+    assert fault_proxy.count(get_job(namespace, "missing"), status=404) == 1
 
 
 def test_server_errors_back_off_then_surface(
-    cluster: EmulatorServer, kube: Kube, sleeps: list[float]
+    fault_proxy: FaultProxy, kube: Kube, namespace: str, sleeps: list[float]
 ) -> None:
-    cluster.emulator.fail(request_matches("GET", "jobs"), 503, times=10)
+    fault_proxy.add(get_job(namespace, "x"), Reply(503), times=10)
     with pytest.raises(KubeError) as raised:
-        kube.get_job("ns", "x")
+        kube.get_job(namespace, "x")
     assert raised.value.kind is ErrorKind.UNAVAILABLE
     assert sleeps == [0.5, 1.0, 2.0]
+    assert fault_proxy.count(get_job(namespace, "x")) == 4
 
 
-def test_conflicts_and_rejections_are_not_retried(
-    cluster: EmulatorServer, kube: Kube, sleeps: list[float]
+@pytest.mark.parametrize("fault", [Drop(), Reset(after_bytes=20)], ids=["dropped", "reset-mid-response"])
+def test_lost_connections_are_retried(
+    fault_proxy: FaultProxy,
+    api: KubeClient,
+    kube: Kube,
+    namespace: str,
+    sleeps: list[float],
+    fault: Drop | Reset,
 ) -> None:
-    body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {}}
-    kube.create_job("ns", body)
+    api.create(path(FTJ, "finetunejobs", namespace), {**f.ftj(), "metadata": {"name": "demo"}})
+    match = Match("GET", resource_path("finetunejobs", "demo", namespace=namespace))
+    fault_proxy.add(match, fault, times=2)
+    got = kube.get_finetunejob(namespace, "demo")
+    assert got is not None and got["metadata"]["name"] == "demo"
+    assert sleeps == [0.5, 1.0]
+    assert fault_proxy.count(match) == 3
+
+
+def test_conflicts_and_rejections_are_not_retried(kube: Kube, namespace: str, sleeps: list[float]) -> None:
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}
+            },
+        },
+    }
+    kube.create_job(namespace, body)
     with pytest.raises(KubeError) as conflict:
-        kube.create_job("ns", body)
+        kube.create_job(namespace, body)
     assert (conflict.value.kind, conflict.value.reason) == (ErrorKind.CONFLICT, "AlreadyExists")
-    cluster.emulator.fail(
-        request_matches("POST", "jobs"), 422, reason="Invalid", message="spec.template: Required value"
-    )
+    invalid = {**body, "metadata": {"name": "k"}, "spec": {"template": {"spec": {"restartPolicy": "Never"}}}}
     with pytest.raises(KubeError) as rejected:
-        kube.create_job("ns", {**body, "metadata": {"name": "k"}})
-    assert (rejected.value.kind, rejected.value.message) == (
+        kube.create_job(namespace, invalid)
+    assert (rejected.value.kind, rejected.value.status, rejected.value.reason) == (
         ErrorKind.REJECTED,
-        "spec.template: Required value",
+        422,
+        "Invalid",
     )
+    assert "spec.template.spec.containers: Required value" in rejected.value.message
     assert sleeps == []
 
 
-def test_status_write_on_a_stale_version_is_refused(api: KubeClient, kube: Kube) -> None:
-    created = api.create(path(FTJ, "finetunejobs", "ns"), {**f.ftj(), "metadata": {"name": "demo"}})
+def test_status_write_on_a_stale_version_is_refused(api: KubeClient, kube: Kube, namespace: str) -> None:
+    created = api.create(path(FTJ, "finetunejobs", namespace), {**f.ftj(), "metadata": {"name": "demo"}})
     stale = created["metadata"]["resourceVersion"]
-    kube.patch_finetunejob_status("ns", "demo", {"phase": "Pending"}, stale)
+    kube.patch_finetunejob_status(namespace, "demo", {"phase": "Pending"}, stale)
     with pytest.raises(KubeError) as raised:
-        kube.patch_finetunejob_status("ns", "demo", {"phase": "Running"}, stale)
-    assert raised.value.kind is ErrorKind.CONFLICT
-    current = kube.get_finetunejob("ns", "demo")
+        kube.patch_finetunejob_status(namespace, "demo", {"phase": "Running"}, stale)
+    assert (raised.value.kind, raised.value.reason) == (ErrorKind.CONFLICT, "Conflict")
+    current = kube.get_finetunejob(namespace, "demo")
     assert current is not None
     assert current["status"] == {"phase": "Pending"}
     assert current["metadata"]["generation"] == 1  # status writes leave the generation alone
 
 
-def test_pods_by_label_and_log_tail(cluster: EmulatorServer, api: KubeClient, kube: Kube) -> None:
+def test_pods_by_label_and_log_tail(
+    api: KubeClient, kube: Kube, namespace: str, kubelet: TestKubelet
+) -> None:
     for name, owner in (("a", "demo"), ("b", "other")):
         api.create(
-            path(CORE, "pods", "ns"),
-            {"metadata": {"name": name, "labels": {"ftjob.dev/finetunejob": owner}}, "spec": {}},
+            path(CORE, "pods", namespace),
+            {
+                "metadata": {"name": name, "labels": {"ftjob.dev/finetunejob": owner}},
+                "spec": {"containers": [{"name": "trainer", "image": "busybox"}]},
+            },
         )
-    assert [p["metadata"]["name"] for p in kube.list_pods("ns", "ftjob.dev/finetunejob=demo")] == ["a"]
-    cluster.emulator.set_pod_log("ns", "a", "one\ntwo\nthree\n")
-    assert kube.read_pod_log("ns", "a", "trainer", tail_lines=2, limit_bytes=1000) == "two\nthree\n"
+    assert [p["metadata"]["name"] for p in kube.list_pods(namespace, "ftjob.dev/finetunejob=demo")] == ["a"]
+    pod = api.get(path(CORE, "pods", namespace, "a")) or {}
+    actors.bind_pod(api, pod, kubelet.node)
+    kubelet.set_log(namespace, "a", "one\ntwo\nthree\n")
+    assert kube.read_pod_log(namespace, "a", "trainer", tail_lines=2, limit_bytes=1000) == "two\nthree\n"
+    assert kube.read_pod_log(namespace, "a", "trainer", tail_lines=5, limit_bytes=4) == "one\n"
 
 
-def test_deleting_a_missing_job_is_not_an_error(kube: Kube) -> None:
-    assert kube.delete_job("ns", "never-existed", "Background") is False
+def test_deleting_a_missing_job_is_not_an_error(kube: Kube, namespace: str) -> None:
+    assert kube.delete_job(namespace, "never-existed", "Background") is False

@@ -1,14 +1,24 @@
-"""The operator as a running process against an emulated Kubernetes API over HTTP.
+"""The operator as a running process against a real control plane (kube-apiserver, kube-controller-manager).
 
-The tests play the Job controller, the kubelet and Kueue through the API (tests/support/kube_actors.py)
-and assert what a user sees: the Job, the FineTuneJob's status, the Events. Every test ends by scanning
-the operator's log for errors and tracebacks it did not expect.
+The real Job controller creates the trainer pods, applies podFailurePolicy and backoffLimit and writes the
+Jobs' conditions; the real garbage collector deletes what a FineTuneJob owns. The tests play the scheduler
+and the kubelet (binding pods to the test Node, writing container states and termination messages, serving
+the trainer's log through `pods/log`) and Kueue (unsuspending a Job). The operator talks to the API server
+through the fault-injecting proxy, which counts its requests and injects errors where a test asks.
+
+Every test ends by scanning the operator's log for errors and tracebacks it did not expect, and by checking
+that the API server refused none of the operator's writes as invalid (422): its Events and status are
+validated for real.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +30,22 @@ from ftjob.contract import ProgressRecord, TerminationSummary, format_progress_l
 from ftjob_operator.render import render_job
 from ftjob_operator.settings import OperatorSettings
 from tests.support import kube_actors as actors
-from tests.support.kube_client import BATCH, FTJ, JsonDict, KubeClient, condition, ftj_status, path, wait_for
-from tests.support.kube_emulator import EmulatorServer, request_matches
+from tests.support.fault_proxy import Cut, Delay, Drop, FaultProxy, Match, Reply, Reset, resource_path
+from tests.support.kube_client import (
+    BATCH,
+    CORE,
+    FTJ,
+    ApiError,
+    JsonDict,
+    KubeClient,
+    condition,
+    ftj_status,
+    path,
+    wait_for,
+)
+from tests.support.kubelet import TestKubelet
 from tests.support.operator_process import OperatorProcess, free_port
 
-NS = "ml-team"
 NAME = "demo"
 JOB = f"{NAME}-train"
 FAST = ["--progress-interval", "1", "--image-pull-grace-period", "2", "--termination-grace-period", "5"]
@@ -59,7 +80,163 @@ SUCCESS = TerminationSummary(
 )
 
 
-# -- fixtures ------------------------------------------------------------------------------------------
+# -- the cluster as a test sees it -----------------------------------------------------------------------
+@dataclass
+class Cluster:
+    """One test's namespace on the real control plane, the test kubelet, and the proxy the operator uses."""
+
+    api: KubeClient
+    ns: str
+    kubelet: TestKubelet
+    proxy: FaultProxy
+    seen_pods: set[str] = field(default_factory=set)
+    bound: set[str] = field(default_factory=set)
+
+    # -- FineTuneJobs ---------------------------------------------------------------------------------
+    def create(self, spec: JsonDict | None = None, name: str = NAME) -> JsonDict:
+        body = {
+            "apiVersion": "ftjob.dev/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": name},
+            "spec": spec or SPEC,
+        }
+        return self.api.create(path(FTJ, "finetunejobs", self.ns), body)
+
+    def set_spec(self, patch: JsonDict) -> JsonDict:
+        return self.api.patch(path(FTJ, "finetunejobs", self.ns, NAME), {"spec": patch})
+
+    def status(self, name: str = NAME) -> JsonDict:
+        return ftj_status(self.api, self.ns, name)
+
+    def wait_status(
+        self, check: Callable[[JsonDict], bool], what: str, timeout: float = 20, name: str = NAME
+    ) -> JsonDict:
+        def probe() -> JsonDict | None:
+            st = self.status(name)
+            return st if st and check(st) else None
+
+        try:
+            return wait_for(probe, timeout=timeout, what=what)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\nstatus now: {self.status(name)}") from None
+
+    def wait_condition(
+        self, type_: str, value: str, reason: str, timeout: float = 20, name: str = NAME
+    ) -> JsonDict:
+        return self.wait_status(
+            lambda st: condition(st, type_) == (value, reason), f"{type_}={value}/{reason}", timeout, name
+        )
+
+    def event_reasons(self, name: str = NAME) -> list[tuple[str, str]]:
+        return [(e["type"], e["reason"]) for e in self.api.events(self.ns, involved=name)]
+
+    def wait_event(self, type_: str, reason: str) -> None:
+        wait_for(
+            lambda: (type_, reason) in self.event_reasons(),
+            what=f"Event {type_}/{reason}; seen {self.event_reasons()}",
+        )
+
+    # -- Jobs and their pods ------------------------------------------------------------------------
+    def job(self, name: str = JOB) -> JsonDict | None:
+        return self.api.job(self.ns, name)
+
+    def wait_job(self, check: Callable[[JsonDict], bool] = lambda job: True, name: str = JOB) -> JsonDict:
+        def probe() -> JsonDict | None:
+            job = self.job(name)
+            return job if job is not None and check(job) else None
+
+        return wait_for(probe, what=f"Job {name}")
+
+    def wait_job_gone(self, name: str = JOB, timeout: float = 20) -> None:
+        wait_for(lambda: self.job(name) is None, timeout=timeout, what=f"Job {name} deleted")
+
+    def job_condition(self, type_: str) -> JsonDict | None:
+        for c in ((self.job() or {}).get("status") or {}).get("conditions") or []:
+            if c["type"] == type_ and c["status"] == "True":
+                return dict(c)
+        return None
+
+    def pods(self) -> list[JsonDict]:
+        return self.api.pods(self.ns, f"ftjob.dev/finetunejob={NAME}")
+
+    def next_pod(self, timeout: float = 30) -> JsonDict:
+        """The next pod the Job controller creates (one this test has not been given yet)."""
+
+        def probe() -> JsonDict | None:
+            fresh = [p for p in self.pods() if p["metadata"]["name"] not in self.seen_pods]
+            return fresh[0] if fresh else None
+
+        pod = wait_for(probe, timeout=timeout, what="a new trainer pod from the Job controller")
+        self.seen_pods.add(pod["metadata"]["name"])
+        return pod
+
+    # -- the scheduler and the kubelet -----------------------------------------------------------
+    def bind(self, pod: JsonDict) -> JsonDict:
+        if pod["metadata"]["name"] not in self.bound:
+            actors.bind_pod(self.api, pod, self.kubelet.node)
+            self.bound.add(pod["metadata"]["name"])
+        return pod
+
+    def start(self, pod: JsonDict, log: str = "") -> JsonDict:
+        """Schedule the pod on the test Node and run its trainer, whose log `pods/log` then serves."""
+        self.kubelet.set_log(self.ns, pod["metadata"]["name"], log)
+        self.bind(pod)
+        return actors.pod_running(self.api, pod)
+
+    def set_log(self, pod: JsonDict, text: str) -> None:
+        self.kubelet.set_log(self.ns, pod["metadata"]["name"], text)
+
+    def finish_deleted_pods(self) -> None:
+        """The kubelet's part of a graceful deletion: the container stops (SIGTERM), the pod is removed."""
+        for pod in self.api.pods(self.ns):
+            meta = pod["metadata"]
+            if not meta.get("deletionTimestamp"):
+                continue
+            try:
+                if (pod.get("spec") or {}).get("nodeName") and (pod.get("status") or {}).get("phase") not in (
+                    "Succeeded",
+                    "Failed",
+                ):
+                    actors.pod_terminated(self.api, pod, 143, reason="Error")
+                actors.delete_pod(self.api, pod, grace_period_seconds=0)
+            except ApiError as err:
+                if err.status not in (404, 409):
+                    raise
+
+    # -- what the operator sent ---------------------------------------------------------------------
+    def requests(self, method: str, plural: str, name: str | None = None, sub: str | None = None) -> int:
+        return self.proxy.count(Match(method, resource_path(plural, name, sub, namespace=self.ns)))
+
+
+@pytest.fixture
+def cluster(
+    api: KubeClient, namespace: str, kubelet: TestKubelet, fault_proxy: FaultProxy
+) -> Iterator[Cluster]:
+    env = Cluster(api, namespace, kubelet, fault_proxy)
+    # The kubelet finishes every graceful deletion at once (the Job controller's on suspension, the garbage
+    # collector's): a test that needs a pod to stay sets its status itself before deleting anything.
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def finisher() -> None:
+        while not stop.wait(0.2):
+            try:
+                env.finish_deleted_pods()
+            except Exception as exc:  # reported below, never silently lost
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=finisher, name="kubelet-finisher", daemon=True)
+    thread.start()
+    yield env
+    # Leave nothing for the namespace's deletion to wait on: bound pods go only when a kubelet says so.
+    for pod in api.pods(namespace):
+        with contextlib.suppress(ApiError):
+            actors.delete_pod(api, pod, grace_period_seconds=0)
+    stop.set()
+    thread.join(10)
+    assert not errors, errors
+
+
 @pytest.fixture
 def log_allowances() -> list[str]:
     """Patterns of log lines a test expects to be reported as errors (e.g. an injected 503)."""
@@ -67,15 +244,33 @@ def log_allowances() -> list[str]:
 
 
 @pytest.fixture
+def operator_args(namespace: str) -> list[str]:
+    return [*FAST, "--namespace", namespace]
+
+
+@pytest.fixture
 def operator_process(
-    kubeconfig: Path, tmp_path: Path, log_allowances: list[str]
+    namespace: str,
+    proxy_kubeconfig: Path,
+    tmp_path: Path,
+    operator_args: list[str],
+    log_allowances: list[str],
+    fault_proxy: FaultProxy,
 ) -> Iterator[OperatorProcess]:
     """The operator, not started yet: tests that prepare the cluster first start it themselves."""
-    process = OperatorProcess(kubeconfig, tmp_path / "operator.log", FAST)
+    process = OperatorProcess(proxy_kubeconfig, tmp_path / "operator.log", operator_args)
     yield process
     process.stop()
+    if "--namespace" not in operator_args:
+        # Watching every namespace, it also finds what earlier tests left in namespaces being deleted.
+        log_allowances.append(rf"\b(?!{namespace}/)t-[0-9a-f]{{10}}/")
     problems = process.problems(log_allowances)
     assert not problems, "unexpected errors in the operator log:\n" + "\n".join(problems)
+    # The real API server validated every write: Events, the status (CRD schema), Jobs.
+    invalid = [r for r in fault_proxy.records if r.status == 422 and r.action is None]
+    assert not invalid, f"the API server refused the operator's requests as invalid: {invalid}"
+    unrecorded = [line for line in process.log_text().splitlines() if "could not record Event" in line]
+    assert not [line for line in unrecorded if f"{namespace}/" in line], unrecorded
 
 
 @pytest.fixture
@@ -85,63 +280,7 @@ def operator(operator_process: OperatorProcess) -> OperatorProcess:
 
 
 # -- helpers -------------------------------------------------------------------------------------------
-def create(api: KubeClient, spec: JsonDict | None = None, name: str = NAME) -> JsonDict:
-    body = {
-        "apiVersion": "ftjob.dev/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name},
-        "spec": spec or SPEC,
-    }
-    return api.create(path(FTJ, "finetunejobs", NS), body)
-
-
-def set_spec(api: KubeClient, patch: JsonDict) -> JsonDict:
-    return api.patch(path(FTJ, "finetunejobs", NS, NAME), {"spec": patch})
-
-
-def status(api: KubeClient, name: str = NAME) -> JsonDict:
-    return ftj_status(api, NS, name)
-
-
-def wait_status(
-    api: KubeClient, check: Callable[[JsonDict], bool], what: str, timeout: float = 20
-) -> JsonDict:
-    def probe() -> JsonDict | None:
-        st = status(api)
-        return st if st and check(st) else None
-
-    try:
-        return wait_for(probe, timeout=timeout, what=what)
-    except AssertionError as err:
-        raise AssertionError(f"{err}\nstatus now: {status(api)}") from None
-
-
-def wait_condition(api: KubeClient, type_: str, value: str, reason: str, timeout: float = 20) -> JsonDict:
-    return wait_status(
-        api, lambda st: condition(st, type_) == (value, reason), f"{type_}={value}/{reason}", timeout
-    )
-
-
-def wait_job(api: KubeClient, check: Callable[[JsonDict], bool] = lambda job: True) -> JsonDict:
-    def probe() -> JsonDict | None:
-        job = api.job(NS, JOB)
-        return job if job is not None and check(job) else None
-
-    return wait_for(probe, what=f"Job {JOB}")
-
-
-def event_reasons(api: KubeClient, name: str = NAME) -> list[tuple[str, str]]:
-    return [(e["type"], e["reason"]) for e in api.events(NS, involved=name)]
-
-
-def wait_event(api: KubeClient, type_: str, reason: str) -> None:
-    wait_for(
-        lambda: (type_, reason) in event_reasons(api),
-        what=f"Event {type_}/{reason}; seen {event_reasons(api)}",
-    )
-
-
-def stays(probe: Callable[[], Any], seconds: float = 2.5) -> Any:
+def stays(probe: Callable[[], Any], seconds: float = 2.0) -> Any:
     """`probe` keeps returning the same value for a few progress-poll intervals; returns that value."""
     first = probe()
     deadline = time.monotonic() + seconds
@@ -157,74 +296,106 @@ def progress_log(*records: ProgressRecord) -> str:
     )
 
 
-def job_creations(cluster: EmulatorServer) -> int:
-    return cluster.count_requests(request_matches("POST", "jobs", namespace=NS))
+def assert_subset(expected: Any, actual: Any, where: str = "") -> None:
+    """Everything in `expected` is in `actual` (which the API server may have completed with defaults)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: {actual!r} is not an object"
+        for key, value in expected.items():
+            assert key in actual, f"{where}.{key} is missing"
+            assert_subset(value, actual[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: {actual!r}"
+        for index, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            assert_subset(e, a, f"{where}[{index}]")
+    else:
+        assert expected == actual, f"{where}: expected {expected!r}, got {actual!r}"
 
 
 # -- tests ---------------------------------------------------------------------------------------------
-def test_creates_the_job_as_rendered(api: KubeClient, operator: OperatorProcess) -> None:
-    ftj = create(api)
-    job = wait_job(api)
+@pytest.mark.parametrize("operator_args", [FAST], ids=["all-namespaces"])
+def test_creates_the_job_as_rendered(cluster: Cluster, operator: OperatorProcess) -> None:
+    ftj = cluster.create()
+    job = cluster.wait_job()
     expected = render_job(ftj, SETTINGS)
-    assert job["spec"] == expected["spec"]
+    # The API server accepted the rendered Job as it is (it only adds defaults and the controller's labels).
+    assert_subset(expected["spec"], job["spec"], "spec")
     assert {k: job["metadata"][k] for k in ("name", "labels", "ownerReferences")} == {
         k: expected["metadata"][k] for k in ("name", "labels", "ownerReferences")
     }
     assert job["metadata"]["ownerReferences"][0]["uid"] == ftj["metadata"]["uid"]
 
-    st = wait_condition(api, "Running", "False", "JobCreated")
+    # The real Job controller made the pod from the template: tracked by its finalizer, labelled for the
+    # operator's watch, controlled by the Job.
+    pod = cluster.next_pod()
+    assert "batch.kubernetes.io/job-tracking" in pod["metadata"]["finalizers"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ftjob-operator"
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+
+    st = cluster.wait_condition("Running", "False", "PodPending")
     assert (st["phase"], st["jobName"], st["observedGeneration"]) == ("Pending", JOB, 1)
     assert condition(st, "Validated") == ("True", "SpecValid")
     assert condition(st, "Admitted") == ("True", "NoQueue")
-    wait_event(api, "Normal", "JobCreated")
+    cluster.wait_event("Normal", "JobCreated")
 
     # kopf's bookkeeping lives in annotations under the project's prefix; no finalizer, no status.kopf.
-    meta = (api.finetunejob(NS, NAME) or {})["metadata"]
+    meta = (cluster.api.finetunejob(cluster.ns, NAME) or {})["metadata"]
     assert "finalizers" not in meta
     assert all(key.startswith("ftjob.dev/") for key in meta.get("annotations") or {})
     assert "ftjob.dev/last-handled-configuration" in meta["annotations"]
+    assert "kopf" not in (cluster.api.finetunejob(cluster.ns, NAME) or {})["status"]
 
 
 def test_watches_only_the_namespaces_it_is_given_and_exports_metrics(
-    kubeconfig: Path, tmp_path: Path, api: KubeClient
+    cluster: Cluster, proxy_kubeconfig: Path, tmp_path: Path
 ) -> None:
+    api = cluster.api
+    elsewhere = f"t-{uuid.uuid4().hex[:10]}"
+    api.create(
+        f"{CORE}/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": elsewhere}}
+    )
     metrics_port = free_port()
-    args = [*FAST, "--namespace", NS, "--metrics-port", str(metrics_port)]
-    process = OperatorProcess(kubeconfig, tmp_path / "namespaced.log", args)
+    args = [*FAST, "--namespace", cluster.ns, "--metrics-port", str(metrics_port)]
+    process = OperatorProcess(proxy_kubeconfig, tmp_path / "namespaced.log", args)
     process.start()
     try:
-        api.create(path(FTJ, "finetunejobs", "elsewhere"), {"metadata": {"name": NAME}, "spec": SPEC})
-        create(api)
-        wait_job(api)
-        assert stays(lambda: api.jobs("elsewhere")) == []
-        assert (api.finetunejob("elsewhere", NAME) or {}).get("status") is None
+        api.create(
+            path(FTJ, "finetunejobs", elsewhere),
+            {
+                "apiVersion": "ftjob.dev/v1alpha1",
+                "kind": "FineTuneJob",
+                "metadata": {"name": NAME},
+                "spec": SPEC,
+            },
+        )
+        cluster.create()
+        cluster.wait_job()
+        assert stays(lambda: api.jobs(elsewhere)) == []
+        assert (api.finetunejob(elsewhere, NAME) or {}).get("status") is None
         scraped = urllib3.request("GET", f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).data.decode()
         assert 'ftjob_finetunejobs{phase="Pending"} 1.0' in scraped
         assert "ftjob_reconcile_duration_seconds_count" in scraped
     finally:
         process.stop()
+        api.delete(f"{CORE}/namespaces/{elsewhere}")
     assert process.problems() == []
+    # It never even listed another namespace.
+    assert cluster.proxy.count(Match(path=rf".*/namespaces/{elsewhere}/.*")) == 0
 
 
-def test_status_follows_the_job_and_its_pods(
-    cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess
-) -> None:
-    create(api)
-    job = wait_job(api)
+def test_status_follows_the_job_and_its_pods(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create({**SPEC, "backoffLimit": 0})  # a preemption is not a failure: it does not count
+    first = cluster.bind(cluster.next_pod())
+    actors.pod_waiting(cluster.api, first, "ContainerCreating")
+    cluster.wait_condition("Running", "False", "PodPending")
 
-    first = actors.create_pod(api, job)
-    actors.pod_waiting(api, first, "ContainerCreating")
-    wait_condition(api, "Running", "False", "PodPending")
-
-    actors.pod_running(api, first)
-    st = wait_condition(api, "Running", "True", "Training")
+    cluster.start(first)
+    st = cluster.wait_condition("Running", "True", "Training")
     assert st["phase"] == "Running" and st["startTime"]
-    wait_event(api, "Normal", "TrainingStarted")
+    cluster.wait_event("Normal", "TrainingStarted")
 
-    # Progress comes from the trainer's log, read by the operator's poll.
-    cluster.emulator.set_pod_log(
-        NS,
-        first["metadata"]["name"],
+    # Progress comes from the trainer's log, read by the operator's poll through the real pods/log.
+    cluster.set_log(
+        first,
         progress_log(
             ProgressRecord(
                 stage="training", step=10, total_steps=40, epoch=0.25, loss=1.9, time=actors.now()
@@ -240,9 +411,7 @@ def test_status_follows_the_job_and_its_pods(
             ),
         ),
     )
-    st = wait_status(
-        api, lambda s: (s.get("progress") or {}).get("step") == 20, "progress step 20", timeout=10
-    )
+    st = cluster.wait_status(lambda s: (s.get("progress") or {}).get("step") == 20, "progress step 20", 10)
     assert {
         k: st["progress"][k] for k in ("step", "totalSteps", "percent", "etaSeconds", "loss", "stage")
     } == {
@@ -255,18 +424,18 @@ def test_status_follows_the_job_and_its_pods(
     }
     assert "step 20/40 (50%)" in st["message"]
 
-    # Preempted: the pod is a disruption target; the Job (podFailurePolicy Ignore) starts another one.
-    actors.pod_disrupted(api, first)
-    st = wait_condition(api, "Running", "False", "Preempted")
+    # Preempted: the pod is a disruption target; podFailurePolicy ignores it and the Job starts another,
+    # although backoffLimit is 0.
+    actors.pod_disrupted(cluster.api, first)
+    st = cluster.wait_condition("Running", "False", "Preempted")
     assert st["phase"] == "Running"
-    wait_event(api, "Warning", "Preempted")
-    second = actors.create_pod(api, job)
-    actors.pod_running(api, second)
-    wait_condition(api, "Running", "True", "Training")
+    cluster.wait_event("Warning", "Preempted")
+    # (after the Job controller's back-off, which it applies to ignored failures too: about 10 s)
+    second = cluster.start(cluster.next_pod(timeout=40))
+    cluster.wait_condition("Running", "True", "Training")
 
-    actors.pod_terminated(api, second, 0, SUCCESS.to_message())
-    actors.job_condition(api, job, "Complete", "CompletionsReached", succeeded=1)
-    st = wait_condition(api, "Succeeded", "True", "TrainingSucceeded")
+    actors.pod_terminated(cluster.api, second, 0, SUCCESS.to_message())
+    st = cluster.wait_condition("Succeeded", "True", "TrainingSucceeded")
     assert st["phase"] == "Succeeded"
     assert st["metrics"]["evalLoss"] == 0.87
     assert st["metrics"]["tuned"] == {"jsonValid": 0.96}
@@ -277,315 +446,366 @@ def test_status_follows_the_job_and_its_pods(
     assert st["dataset"]["trainExamples"] == 430
     assert (st["progress"]["percent"], st["progress"]["etaSeconds"]) == (100, 0)
     assert st["completionTime"]
-    wait_event(api, "Normal", "TrainingSucceeded")
+    cluster.wait_event("Normal", "TrainingSucceeded")
+    job_status = (cluster.job() or {})["status"]
+    assert (job_status.get("succeeded"), job_status.get("failed", 0)) == (1, 0)  # the preemption was ignored
 
     # The Job's TTL deletes it: the FineTuneJob keeps its results and is never trained again.
-    api.delete(path(BATCH, "jobs", NS, JOB), propagation="Background")
-    assert stays(lambda: (api.job(NS, JOB), status(api)["phase"])) == (None, "Succeeded")
-    assert job_creations(cluster) == 1
+    cluster.api.delete(path(BATCH, "jobs", cluster.ns, JOB), propagation="Background")
+    assert stays(lambda: (cluster.job(), cluster.status()["phase"])) == (None, "Succeeded")
+    assert cluster.requests("POST", "jobs") == 1
+
+
+def _data_invalid(cluster: Cluster, pod: JsonDict) -> None:
+    summary = TerminationSummary(
+        outcome="Failed",
+        reason="DataInvalid",
+        message="Only 4 usable examples after cleaning (minExamples 10).",
+        dataset=DatasetStats(total_lines=30, train_examples=4, dropped=26),
+    )
+    actors.pod_terminated(cluster.api, pod, 3, summary.to_message())
+
+
+def _oom_killed(cluster: Cluster, pod: JsonDict) -> None:
+    actors.pod_terminated(cluster.api, pod, 137, reason="OOMKilled")
 
 
 @pytest.mark.parametrize(
-    ("script", "reason", "message"),
+    ("backoff_limit", "script", "reason", "message", "job_reason"),
     [
+        # podFailurePolicy FailJob on exit code 3, although backoffLimit would allow two more attempts.
         pytest.param(
-            lambda api, pod, job: (
-                actors.pod_terminated(
-                    api,
-                    pod,
-                    3,
-                    TerminationSummary(
-                        outcome="Failed",
-                        reason="DataInvalid",
-                        message="Only 4 usable examples after cleaning (minExamples 10).",
-                        dataset=DatasetStats(total_lines=30, train_examples=4, dropped=26),
-                    ).to_message(),
-                ),
-                actors.job_condition(
-                    api,
-                    job,
-                    "Failed",
-                    "PodFailurePolicy",
-                    "Container trainer failed with exit code 3",
-                    failed=1,
-                ),
-            ),
-            "DataInvalid",
-            "Only 4 usable examples",
-            id="data-invalid",
+            2, _data_invalid, "DataInvalid", "Only 4 usable examples", "PodFailurePolicy", id="data-invalid"
         ),
         pytest.param(
-            lambda api, pod, job: (
-                actors.pod_terminated(api, pod, 137, reason="OOMKilled"),
-                actors.job_condition(
-                    api,
-                    job,
-                    "Failed",
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                    failed=3,
-                ),
-            ),
-            "OOMKilled",
-            "ran out of memory (limit 24Gi)",
-            id="oom-killed",
-        ),
-        pytest.param(
-            lambda api, pod, job: actors.job_condition(
-                api,
-                job,
-                "Failed",
-                "DeadlineExceeded",
-                "Job was active longer than specified deadline",
-                failed=1,
-            ),
-            "DeadlineExceeded",
-            "activeDeadlineSeconds (600 s)",
-            id="deadline-exceeded",
+            0, _oom_killed, "OOMKilled", "ran out of memory (limit 24Gi)", "BackoffLimitExceeded", id="oom"
         ),
     ],
 )
 def test_failures_are_explained(
-    api: KubeClient, operator: OperatorProcess, script: Callable[..., Any], reason: str, message: str
+    cluster: Cluster,
+    operator: OperatorProcess,
+    backoff_limit: int,
+    script: Callable[[Cluster, JsonDict], None],
+    reason: str,
+    message: str,
+    job_reason: str,
 ) -> None:
-    create(api, {**SPEC, "activeDeadlineSeconds": 600})
-    job = wait_job(api)
-    pod = actors.create_pod(api, job)
-    actors.pod_running(api, pod)
-    wait_condition(api, "Running", "True", "Training")
+    cluster.create({**SPEC, "backoffLimit": backoff_limit})
+    pod = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
 
-    script(api, pod, job)
-    st = wait_condition(api, "Failed", "True", reason)
+    script(cluster, pod)
+    st = cluster.wait_condition("Failed", "True", reason)
     assert st["phase"] == "Failed" and message in st["message"]
-    wait_event(api, "Warning", "TrainingFailed")
-    assert api.job(NS, JOB) is not None  # a finished Job is left for its logs and its TTL
+    cluster.wait_event("Warning", "TrainingFailed")
+    # The real Job controller decided, by its own rules.
+    assert (cluster.job_condition("FailureTarget") or cluster.job_condition("Failed") or {})[
+        "reason"
+    ] == job_reason
+    assert cluster.job() is not None  # a finished Job is left for its logs and its TTL
+    assert [p["metadata"]["name"] for p in cluster.pods()] == [pod["metadata"]["name"]]  # no retry
 
 
-def test_image_pull_failure_fails_and_frees_the_gpu(api: KubeClient, operator: OperatorProcess) -> None:
-    create(api, {**SPEC, "image": "registry.example/trainer:typo"})
-    job = wait_job(api)
-    pod = actors.create_pod(api, job)
-    actors.pod_waiting(api, pod, "ImagePullBackOff", 'Back-off pulling image "registry.example/trainer:typo"')
-    wait_condition(api, "Running", "False", "PodPending")
+def test_retries_then_gives_up(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create({**SPEC, "backoffLimit": 1})
+    first = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+    actors.pod_terminated(cluster.api, first, 1, reason="Error")
+    st = cluster.wait_condition("Running", "False", "Retrying")
+    assert "exit code 1" in st["message"]
+    cluster.wait_event("Warning", "TrainingRetrying")
+
+    # The Job controller's own back-off (10 s) before the second attempt.
+    second = cluster.start(cluster.next_pod(timeout=40))
+    st = cluster.wait_condition("Running", "True", "Training")
+    assert st["attempts"] == 2
+    crash = TerminationSummary(
+        outcome="Failed", reason="TrainerFailed", message="CUDA error: device-side assert"
+    )
+    actors.pod_terminated(cluster.api, second, 1, crash.to_message())
+    st = cluster.wait_condition("Failed", "True", "BackoffLimitExceeded")
+    assert "backoffLimit (1)" in st["message"] and "CUDA error" in st["message"]
+    assert (cluster.job() or {})["status"].get("failed") == 2
+
+
+def test_deadline_exceeded(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create({**SPEC, "activeDeadlineSeconds": 3})
+    cluster.start(cluster.next_pod())
+    # The Job controller stops the Job after 3 s; its pod is deleted (the kubelet stops it).
+    st = cluster.wait_condition("Failed", "True", "DeadlineExceeded")
+    assert "activeDeadlineSeconds (3 s)" in st["message"]
+    cluster.wait_event("Warning", "TrainingFailed")
+    wait_for(lambda: cluster.job_condition("Failed"), what="the Job Failed once its pod is gone")
+
+
+def test_image_pull_failure_fails_and_frees_the_gpu(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create({**SPEC, "image": "registry.example/trainer:typo"})
+    pod = cluster.bind(cluster.next_pod())
+    actors.pod_waiting(
+        cluster.api, pod, "ImagePullBackOff", 'Back-off pulling image "registry.example/trainer:typo"'
+    )
+    cluster.wait_condition("Running", "False", "PodPending")
     # Found by the poll once the grace period (2 s here) is over: no event announces it.
-    st = wait_condition(api, "Failed", "True", "ImagePullFailed", timeout=15)
+    st = cluster.wait_condition("Failed", "True", "ImagePullFailed", timeout=15)
     assert "registry.example/trainer:typo" in st["message"]
-    wait_for(lambda: api.job(NS, JOB) is None, what="the Job deleted")
-    assert stays(lambda: status(api)["phase"]) == "Failed"  # not JobDeleted: it was the operator's doing
+    cluster.wait_job_gone()
+    wait_for(lambda: cluster.pods() == [], what="the garbage collector deleting the pod")
+    assert stays(lambda: cluster.status()["phase"]) == "Failed"  # not JobDeleted: it was the operator's doing
 
 
-def test_invalid_spec(cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess) -> None:
-    create(api, {**SPEC, "peft": {"method": "qlora", "r": 8, "alpha": 256}})
-    st = wait_condition(api, "Failed", "True", "InvalidSpec")
+def test_invalid_spec(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create({**SPEC, "peft": {"method": "qlora", "r": 8, "alpha": 256}})
+    st = cluster.wait_condition("Failed", "True", "InvalidSpec")
     assert condition(st, "Validated") == ("False", "InvalidSpec")
     assert (
         "spec.peft.alpha: is more than 16x the rank (r=8)" in st["message"] and "(got 256)" in st["message"]
     )
-    wait_event(api, "Warning", "SpecInvalid")
-    assert stays(lambda: api.jobs(NS)) == []
-    assert job_creations(cluster) == 0
+    cluster.wait_event("Warning", "SpecInvalid")
+    assert stays(lambda: cluster.api.jobs(cluster.ns)) == []
+    assert cluster.requests("POST", "jobs") == 0
 
 
 def test_adopts_a_job_it_controls_after_a_conflict(
-    cluster: EmulatorServer, api: KubeClient, operator_process: OperatorProcess
+    cluster: Cluster, operator_process: OperatorProcess
 ) -> None:
-    ftj = create(api)
+    ftj = cluster.create()
     # The Job exists (say, created by an operator that died), but the first read misses it, as a read
-    # from a lagging cache would: the create then meets 409 and must adopt, not fail.
-    existing = api.create(path(BATCH, "jobs", NS), render_job(ftj, SETTINGS))
-    cluster.emulator.fail(request_matches("GET", "jobs", name=JOB, subresource=""), 404, reason="NotFound")
+    # from a lagging cache would: the create then meets the API server's 409 and must adopt, not fail.
+    existing = cluster.api.create(path(BATCH, "jobs", cluster.ns), render_job(ftj, SETTINGS))
+    cluster.proxy.add(Match("GET", resource_path("jobs", JOB, namespace=cluster.ns)), Reply(404, "NotFound"))
     operator_process.start()
 
-    st = wait_condition(api, "Running", "False", "JobCreated")
-    assert st["jobName"] == JOB
-    wait_event(api, "Normal", "JobAdopted")
-    assert (api.job(NS, JOB) or {})["metadata"]["uid"] == existing["metadata"]["uid"]
-    assert job_creations(cluster) == 2  # the test's, and the operator's that met the conflict
-    assert "JobConflict" not in str(status(api))
+    st = cluster.wait_status(lambda s: s.get("jobName") == JOB, "jobName")
+    assert condition(st, "Running") in (("False", "JobCreated"), ("False", "PodPending"))
+    cluster.wait_event("Normal", "JobAdopted")
+    assert (cluster.job() or {})["metadata"]["uid"] == existing["metadata"]["uid"]
+    assert cluster.proxy.count(Match("POST", resource_path("jobs", namespace=cluster.ns)), status=409) == 1
+    assert "JobConflict" not in str(cluster.status())
 
 
-def test_refuses_a_job_it_does_not_control(
-    cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess
-) -> None:
+def test_refuses_a_job_it_does_not_control(cluster: Cluster, operator: OperatorProcess) -> None:
     foreign = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": JOB, "labels": {"team": "someone-else"}},
         "spec": {
+            "suspend": True,
             "template": {
                 "spec": {"containers": [{"name": "x", "image": "busybox"}], "restartPolicy": "Never"}
-            }
+            },
         },
     }
-    before = api.create(path(BATCH, "jobs", NS), foreign)
-    create(api)
-    st = wait_condition(api, "Failed", "True", "JobConflict")
+    before = cluster.api.create(path(BATCH, "jobs", cluster.ns), foreign)
+    cluster.create()
+    st = cluster.wait_condition("Failed", "True", "JobConflict")
     assert "not controlled by this FineTuneJob" in st["message"]
-    wait_event(api, "Warning", "JobConflict")
-    assert stays(lambda: api.job(NS, JOB)) == before  # untouched: not adopted, suspended or deleted
+    cluster.wait_event("Warning", "JobConflict")
+    # Untouched: not adopted, suspended or deleted.
+    after = stays(lambda: (cluster.job() or {})["metadata"]["resourceVersion"])
+    assert after == (cluster.job() or {})["metadata"]["resourceVersion"]
+    assert (cluster.job() or {})["metadata"]["uid"] == before["metadata"]["uid"]
+    assert cluster.requests("PATCH", "jobs", JOB) == cluster.requests("DELETE", "jobs", JOB) == 0
 
 
 @pytest.mark.parametrize(
-    ("plural", "method", "subresource", "apply_first"),
+    ("method", "plural", "sub", "forward_first"),
     [
-        pytest.param("jobs", "POST", "", True, id="after-the-job-was-created"),
-        pytest.param("finetunejobs", "PATCH", "status", False, id="before-the-status-was-written"),
+        pytest.param("POST", "jobs", None, True, id="after-the-job-was-created"),
+        pytest.param("PATCH", "finetunejobs", "status", False, id="before-the-status-was-written"),
     ],
 )
 def test_killed_mid_reconcile_and_restarted(
-    cluster: EmulatorServer,
-    api: KubeClient,
+    cluster: Cluster,
     operator: OperatorProcess,
-    plural: str,
     method: str,
-    subresource: str,
-    apply_first: bool,
+    plural: str,
+    sub: str | None,
+    forward_first: bool,
 ) -> None:
-    hold = cluster.emulator.hold(
-        request_matches(method, plural, subresource=subresource), apply_first=apply_first
+    name = NAME if sub else None
+    hold = cluster.proxy.hold(
+        Match(method, resource_path(plural, name, sub, namespace=cluster.ns)), forward_first=forward_first
     )
-    create(api)
+    cluster.create()
     assert hold.arrived.wait(20), "the operator never got that far"
     operator.kill()
     hold.release()
-    assert api.job(NS, JOB) is not None  # the Job was created before the crash
-    assert "jobName" not in status(api)  # and the crash came before its status was written
+    job = cluster.job()
+    assert job is not None  # the Job was created before the crash
+    assert "jobName" not in cluster.status()  # and the crash came before its status was written
 
     operator.start()
-    st = wait_condition(api, "Running", "False", "JobCreated")
-    assert st["jobName"] == JOB
-    assert job_creations(cluster) == 1
-    history = cluster.history("batch/v1/jobs", NS, JOB)
-    assert None not in history and len({v["metadata"]["uid"] for v in history if v}) == 1
+    cluster.wait_status(lambda s: s.get("jobName") == JOB, "jobName after the restart")
+    assert stays(lambda: (cluster.job() or {})["metadata"]["uid"]) == job["metadata"]["uid"]
+    assert cluster.requests("POST", "jobs") == 1  # adopted on the first read after the restart
+    assert cluster.requests("DELETE", "jobs", JOB) == 0
 
 
-def test_suspend_and_resume(cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess) -> None:
-    create(api)
-    job = wait_job(api)
-    pod = actors.create_pod(api, job)
-    actors.pod_running(api, pod)
-    wait_condition(api, "Running", "True", "Training")
+def test_suspend_and_resume(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create()
+    first = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
 
-    set_spec(api, {"suspend": True})
-    job = wait_job(api, lambda j: j["spec"]["suspend"] is True)
-    actors.delete_pod(api, pod)  # the Job controller's answer to suspend: SIGTERM, the trainer checkpoints
-    st = wait_condition(api, "Suspended", "True", "SuspendRequested")
+    cluster.set_spec({"suspend": True})
+    cluster.wait_job(lambda j: j["spec"]["suspend"] is True)
+    # The Job controller deletes the running pod (SIGTERM: the trainer checkpoints), the kubelet stops it.
+    wait_for(
+        lambda: cluster.api.get(path(CORE, "pods", cluster.ns, first["metadata"]["name"])) is None,
+        what="pod gone",
+    )
+    st = cluster.wait_status(
+        lambda s: condition(s, "Suspended") == ("True", "SuspendRequested") and "SIGTERM" not in s["message"],
+        "Suspended, pod stopped",
+    )
     assert (st["phase"], st["observedGeneration"]) == ("Suspended", 2)
-    wait_event(api, "Normal", "Suspended")
+    cluster.wait_event("Normal", "Suspended")
+    assert cluster.pods() == []
 
-    set_spec(api, {"suspend": False})
-    job = wait_job(api, lambda j: j["spec"]["suspend"] is False)
-    st = wait_condition(api, "Suspended", "False", "Resumed")
+    cluster.set_spec({"suspend": False})
+    cluster.wait_job(lambda j: j["spec"]["suspend"] is False)
+    st = cluster.wait_condition("Suspended", "False", "Resumed")
     assert st["observedGeneration"] == 3
-    wait_event(api, "Normal", "Resumed")
-    actors.pod_running(api, actors.create_pod(api, job))
-    st = wait_condition(api, "Running", "True", "Training")
-    assert job_creations(cluster) == 1  # suspended and resumed in place
+    cluster.wait_event("Normal", "Resumed")
+    cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+    assert cluster.requests("POST", "jobs") == 1  # suspended and resumed in place
+    assert (cluster.job() or {})["status"].get("failed", 0) == 0  # a suspension is not a failure
 
 
-def test_suspend_and_resume_through_kueue(
-    cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess
-) -> None:
-    create(api, {**SPEC, "scheduling": {"queueName": "team-gpus"}})
-    job = wait_job(api)
+def test_suspend_and_resume_through_kueue(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create({**SPEC, "scheduling": {"queueName": "team-gpus"}})
+    job = cluster.wait_job()
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-gpus"
-    st = wait_condition(api, "Admitted", "False", "Queued")
+    st = cluster.wait_condition("Admitted", "False", "Queued")
     assert st["phase"] == "Queued"
+    assert stays(cluster.pods, 1.0) == []  # suspended: the Job controller starts nothing
 
-    job = actors.kueue_admit(api, job)
-    actors.pod_running(api, actors.create_pod(api, job))
-    wait_condition(api, "Admitted", "True", "Admitted")
-    wait_condition(api, "Running", "True", "Training")
+    job = actors.kueue_admit(cluster.api, job)
+    cluster.start(cluster.next_pod())
+    cluster.wait_condition("Admitted", "True", "Admitted")
+    cluster.wait_condition("Running", "True", "Training")
 
-    # The operator never toggles suspend of a Kueue-managed Job: it takes the Job out of the queue.
-    set_spec(api, {"suspend": True})
-    wait_for(lambda: api.job(NS, JOB) is None, what="the Job deleted")
-    assert api.pods(NS) == []  # the emulator's garbage collector took the pod along
-    st = wait_condition(api, "Suspended", "True", "SuspendRequested")
-    assert stays(lambda: status(api)["phase"]) == "Suspended"  # not mistaken for JobDeleted
+    # The operator never toggles suspend of a Kueue-managed Job: it takes the Job out of the queue
+    # (Foreground: the Job stays until its pod has stopped).
+    cluster.set_spec({"suspend": True})
+    cluster.wait_job_gone()
+    assert cluster.pods() == []
+    cluster.wait_condition("Suspended", "True", "SuspendRequested")
+    assert stays(lambda: cluster.status()["phase"]) == "Suspended"  # not mistaken for JobDeleted
 
-    set_spec(api, {"suspend": False})
-    job = wait_job(api)
-    assert job["spec"]["suspend"] is True  # queued again, for Kueue to admit
-    st = wait_condition(api, "Suspended", "False", "Resumed")
+    cluster.set_spec({"suspend": False})
+    job2 = cluster.wait_job()
+    assert job2["spec"]["suspend"] is True  # queued again, for Kueue to admit
+    assert job2["metadata"]["uid"] != job["metadata"]["uid"]
+    st = cluster.wait_condition("Suspended", "False", "Resumed")
     assert condition(st, "Admitted") == ("False", "Queued")
-    history = cluster.history("batch/v1/jobs", NS, JOB)
-    uids = [v["metadata"]["uid"] if v else None for v in history]
-    assert uids.count(None) == 1 and uids[0] != uids[-1]  # deleted once, created anew
-    assert job_creations(cluster) == 2
+    assert cluster.requests("POST", "jobs") == 2
+    assert cluster.requests("DELETE", "jobs", JOB) == 1
+    assert cluster.requests("PATCH", "jobs", JOB) == 0
 
 
-def test_a_deleted_job_is_not_recreated(
-    cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess
-) -> None:
-    create(api)
-    job = wait_job(api)
-    actors.pod_running(api, actors.create_pod(api, job))
-    wait_condition(api, "Running", "True", "Training")
+def test_a_deleted_job_is_not_recreated(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create()
+    cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
 
-    api.delete(path(BATCH, "jobs", NS, JOB), propagation="Background")
-    st = wait_condition(api, "Failed", "True", "JobDeleted")
+    cluster.api.delete(path(BATCH, "jobs", cluster.ns, JOB), propagation="Background")
+    st = cluster.wait_condition("Failed", "True", "JobDeleted")
     assert "not recreated" in st["message"]
-    wait_event(api, "Warning", "JobDeleted")
-    assert stays(lambda: api.job(NS, JOB)) is None
-    assert job_creations(cluster) == 1
+    cluster.wait_event("Warning", "JobDeleted")
+    assert stays(cluster.job) is None
+    wait_for(lambda: cluster.pods() == [], what="the garbage collector deleting the pod")
+    assert cluster.requests("POST", "jobs") == 1
 
 
 def test_deleting_the_finetunejob_leaves_the_rest_to_the_garbage_collector(
-    cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess
+    cluster: Cluster, operator: OperatorProcess
 ) -> None:
-    create(api)
-    job = wait_job(api)
-    pod = actors.create_pod(api, job)
-    actors.pod_running(api, pod)
-    wait_condition(api, "Running", "True", "Training")
+    cluster.create()
+    cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
 
-    api.delete(path(FTJ, "finetunejobs", NS, NAME))
+    cluster.api.delete(path(FTJ, "finetunejobs", cluster.ns, NAME))
     # No finalizer: gone at once; the Job and its pod follow through their ownerReferences.
-    assert api.finetunejob(NS, NAME) is None
-    assert api.job(NS, JOB) is None and api.pods(NS) == []
-    assert stays(lambda: (api.jobs(NS), api.pods(NS))) == ([], [])
-    history = cluster.history("ftjob.dev/v1alpha1/finetunejobs", NS, NAME)
-    assert all(not (v or {}).get("metadata", {}).get("finalizers") for v in history)
-    assert job_creations(cluster) == 1
+    assert cluster.api.finetunejob(cluster.ns, NAME) is None
+    cluster.wait_job_gone()
+    wait_for(lambda: cluster.pods() == [], what="the garbage collector deleting the pod")
+    assert stays(lambda: (cluster.api.jobs(cluster.ns), cluster.pods())) == ([], [])
+    assert cluster.requests("POST", "jobs") == 1
+    assert cluster.requests("DELETE", "jobs", JOB) == 0  # the garbage collector's doing, not the operator's
     assert operator.running
 
 
-def test_api_errors(
-    cluster: EmulatorServer, api: KubeClient, operator: OperatorProcess, log_allowances: list[str]
-) -> None:
-    emulator = cluster.emulator
+def test_api_errors(cluster: Cluster, operator: OperatorProcess, log_allowances: list[str]) -> None:
+    jobs = Match("POST", resource_path("jobs", namespace=cluster.ns))
     # 429 with Retry-After on the Job's creation, then a 500 on the status write: retried, not failed.
-    emulator.fail(
-        request_matches("POST", "jobs"), 429, headers={"Retry-After": "1"}, reason="TooManyRequests"
+    cluster.proxy.add(jobs, Reply(429, "TooManyRequests", headers={"Retry-After": "1"}))
+    cluster.proxy.add(
+        Match("PATCH", resource_path("finetunejobs", NAME, "status", namespace=cluster.ns)), Reply(500)
     )
-    emulator.fail(request_matches("PATCH", "finetunejobs", subresource="status"), 500)
-    create(api)
-    wait_condition(api, "Running", "False", "JobCreated")
-    assert job_creations(cluster) == 2
+    cluster.create()
+    cluster.wait_status(lambda s: s.get("jobName") == JOB, "jobName")
+    assert cluster.requests("POST", "jobs") == 2
 
     # A server that keeps failing: the handler is retried later by kopf (its log says so at ERROR).
     log_allowances.append(r"failed temporarily: Kubernetes API: 503")
-    emulator.fail(request_matches("POST", "jobs"), 503, times=4)
-    create(api, name="second")
-    wait_for(lambda: api.job(NS, "second-train"), what="second Job after 503s", timeout=30)
+    cluster.proxy.add(jobs, Reply(503), times=4)
+    cluster.create(name="second")
+    wait_for(lambda: cluster.job("second-train"), what="second Job after 503s", timeout=30)
 
-    # A 4xx that retrying cannot fix: the FineTuneJob fails with the API server's reason.
-    emulator.fail(
-        request_matches("POST", "jobs"),
-        403,
-        reason="Forbidden",
-        message='jobs.batch is forbidden: exceeded quota: "jobs"',
-    )
-    create(api, name="third")
-    st = wait_for(
+    # A real refusal that retrying cannot fix: a ResourceQuota allowing no more Jobs.
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "jobs"},
+        "spec": {"hard": {"count/jobs.batch": "2"}},
+    }
+    cluster.api.create(path(CORE, "resourcequotas", cluster.ns), quota)
+    wait_for(
         lambda: (
-            (s := (api.finetunejob(NS, "third") or {}).get("status"))
-            and condition(s, "Failed") == ("True", "JobRejected")
-            and s
+            ((cluster.api.get(path(CORE, "resourcequotas", cluster.ns, "jobs")) or {}).get("status") or {})
+            .get("used", {})
+            .get("count/jobs.batch")
+            == "2"
         ),
-        what="third Failed/JobRejected",
+        what="the quota controller counting the Jobs",
     )
+    cluster.create(name="third")
+    st = cluster.wait_condition("Failed", "True", "JobRejected", name="third")
     assert "exceeded quota" in st["message"]
-    assert api.job(NS, "third-train") is None
+    assert cluster.job("third-train") is None
+
+
+def test_recovers_from_lost_connections_and_cut_watches(
+    cluster: Cluster, operator_process: OperatorProcess
+) -> None:
+    proxy, ns = cluster.proxy, cluster.ns
+    watches = Match("GET", query={"watch": "true"})
+    rules = [
+        # The first watch streams break right after their headers (connection reset), the next ones end
+        # after one event or two seconds: kopf must watch again each time, without losing an event.
+        proxy.add(watches, Reset(), times=2),
+        proxy.add(watches, Cut(events=1, seconds=2.0), times=6),
+        # The Job's creation: served by the API server, but the connection is reset before the answer gets
+        # back: the operator retries, meets 409 AlreadyExists and adopts the Job it did create.
+        proxy.add(Match("POST", resource_path("jobs", namespace=ns)), Reset()),
+        # The first status write is lost on the way (the connection closes with no answer).
+        proxy.add(Match("PATCH", resource_path("finetunejobs", NAME, "status", namespace=ns)), Drop()),
+        # Slow pod lists.
+        proxy.add(Match("GET", resource_path("pods", namespace=ns)), Delay(1.0), times=3),
+    ]
+    operator_process.start()
+    cluster.create()
+    pod = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+    cluster.wait_event("Normal", "JobAdopted")
+    actors.pod_terminated(cluster.api, pod, 0, SUCCESS.to_message())
+    st = cluster.wait_condition("Succeeded", "True", "TrainingSucceeded")
+    assert st["metrics"]["evalLoss"] == 0.87
+    assert [(type(r.action).__name__, r.hits) for r in rules] == [
+        (type(r.action).__name__, r.times) for r in rules
+    ]
+    assert len(cluster.api.jobs(ns)) == 1
+    assert cluster.requests("POST", "jobs") == 2  # the reset one, and the retry that met 409

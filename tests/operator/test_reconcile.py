@@ -1,7 +1,9 @@
-"""Reconciler in-process against the emulated API: idempotence and the conflict path."""
+"""Reconciler in-process against the real API server (through the proxy, which counts the requests):
+idempotence, and a real resourceVersion conflict on the status write."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,42 +11,81 @@ import pytest
 from ftjob_operator.kube import Kube, load_api_client
 from ftjob_operator.reconcile import Reconciler
 from ftjob_operator.settings import OperatorSettings
+from tests.support.fault_proxy import FaultProxy, Match, resource_path
 from tests.support.kube_client import FTJ, KubeClient, path
-from tests.support.kube_emulator import EmulatorServer, request_matches
 
 from . import factories as f
 
 
 @pytest.fixture
-def reconciler(kubeconfig: Path) -> Reconciler:
-    return Reconciler(Kube(load_api_client(str(kubeconfig)), sleep=lambda _: None), OperatorSettings())
+def reconciler(proxy_kubeconfig: Path) -> Reconciler:
+    return Reconciler(Kube(load_api_client(str(proxy_kubeconfig)), sleep=lambda _: None), OperatorSettings())
 
 
-def create(api: KubeClient) -> None:
-    api.create(path(FTJ, "finetunejobs", "ns"), {"metadata": {"name": "demo"}, "spec": f.minimal_spec()})
+def create(api: KubeClient, namespace: str) -> None:
+    # Queued for Kueue: the Job is created suspended, so the Job controller starts no pod that would
+    # change what the next reconcile observes.
+    spec = {"scheduling": {"queueName": "team-gpus"}}
+    api.create(path(FTJ, "finetunejobs", namespace), {**f.ftj(spec), "metadata": {"name": "demo"}})
 
 
-def test_reconcile_is_idempotent(cluster: EmulatorServer, api: KubeClient, reconciler: Reconciler) -> None:
-    create(api)
-    phases = [reconciler.reconcile("ns", "demo", trigger="test") for _ in range(3)]
-    assert phases == ["Pending", "Pending", "Pending"]
-    assert cluster.count_requests(request_matches("POST", "jobs")) == 1
-    assert cluster.count_requests(request_matches("PATCH", "finetunejobs", subresource="status")) == 1
-    assert len(api.events("ns", involved="demo")) == 1  # JobCreated, once
+def test_reconcile_is_idempotent(
+    fault_proxy: FaultProxy, api: KubeClient, namespace: str, reconciler: Reconciler
+) -> None:
+    create(api, namespace)
+    phases = [reconciler.reconcile(namespace, "demo", trigger="test") for _ in range(3)]
+    assert phases == ["Queued", "Queued", "Queued"]
+    assert fault_proxy.count(Match("POST", resource_path("jobs", namespace=namespace))) == 1
+    status_writes = Match("PATCH", resource_path("finetunejobs", "demo", "status", namespace=namespace))
+    assert fault_proxy.count(status_writes) == 1
+    reasons = sorted(e["reason"] for e in api.events(namespace, involved="demo"))
+    assert reasons == ["JobCreated", "Queued"]  # once each; the API server accepted both
 
 
 def test_a_stale_status_write_is_redone_on_a_fresh_read(
-    cluster: EmulatorServer, api: KubeClient, reconciler: Reconciler
+    fault_proxy: FaultProxy, api: KubeClient, namespace: str, reconciler: Reconciler
 ) -> None:
-    create(api)
-    cluster.emulator.fail(
-        request_matches("PATCH", "finetunejobs", subresource="status"), 409, reason="Conflict"
+    create(api, namespace)
+    status_write = Match("PATCH", resource_path("finetunejobs", "demo", "status", namespace=namespace))
+    hold = fault_proxy.hold(status_write, forward_first=False)
+    phases: list[str | None] = []
+    worker = threading.Thread(
+        target=lambda: phases.append(reconciler.reconcile(namespace, "demo", trigger="test"))
     )
-    assert reconciler.reconcile("ns", "demo", trigger="test") == "Pending"
-    assert cluster.count_requests(request_matches("GET", "finetunejobs", name="demo")) == 2
-    assert cluster.count_requests(request_matches("POST", "jobs")) == 1  # the retry found the Job it created
-    assert (api.finetunejob("ns", "demo") or {})["status"]["jobName"] == "demo-train"
+    worker.start()
+    assert hold.arrived.wait(20), "the reconcile never wrote the status"
+    # Someone changes the object between the reconcile's read and its status write.
+    api.patch(path(FTJ, "finetunejobs", namespace, "demo"), {"metadata": {"labels": {"team": "a"}}})
+    hold.release()
+    worker.join(20)
+    assert phases == ["Queued"]
+    assert fault_proxy.count(status_write, status=409) == 1  # the API server's own refusal
+    assert fault_proxy.count(status_write, status=200) == 1
+    ftj_reads = Match("GET", resource_path("finetunejobs", "demo", namespace=namespace))
+    assert fault_proxy.count(ftj_reads) == 2
+    # The retry found the Job it had created: no second creation, no conflict.
+    assert fault_proxy.count(Match("POST", resource_path("jobs", namespace=namespace))) == 1
+    assert (api.finetunejob(namespace, "demo") or {})["status"]["jobName"] == "demo-train"
 
 
-def test_a_gone_finetunejob_is_nothing_to_do(reconciler: Reconciler) -> None:
-    assert reconciler.reconcile("ns", "never-existed", trigger="test") is None
+def test_a_gone_finetunejob_is_nothing_to_do(reconciler: Reconciler, namespace: str) -> None:
+    assert reconciler.reconcile(namespace, "never-existed", trigger="test") is None
+
+
+def test_a_finetunejob_deleted_during_the_reconcile_is_gone_not_an_error(
+    fault_proxy: FaultProxy, api: KubeClient, namespace: str, reconciler: Reconciler
+) -> None:
+    create(api, namespace)
+    status_write = Match("PATCH", resource_path("finetunejobs", "demo", "status", namespace=namespace))
+    hold = fault_proxy.hold(status_write, forward_first=False)
+    phases: list[str | None] = []
+    worker = threading.Thread(
+        target=lambda: phases.append(reconciler.reconcile(namespace, "demo", trigger="test"))
+    )
+    worker.start()
+    assert hold.arrived.wait(20), "the reconcile never wrote the status"
+    api.delete(path(FTJ, "finetunejobs", namespace, "demo"))
+    hold.release()
+    worker.join(20)
+    assert fault_proxy.count(status_write, status=404) == 1  # the API server's answer to the late write
+    assert phases == [None]  # read again: gone, nothing left to do
