@@ -1,4 +1,4 @@
-"""The parts of a cluster the emulator does not run, played through the API the way they write it:
+"""The parts of a cluster the test control plane does not run, played through the API the way they write it:
 the scheduler (binding a pod to the test Node), the kubelet (Node status, pod status, container states,
 termination messages) and Kueue (unsuspending a Job). The Job controller is the real one in
 kube-controller-manager: it creates the pods and writes the Jobs' status.
@@ -8,10 +8,11 @@ Each function is one write a controller would make, so a test reads like the clu
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .kube_client import BATCH, CORE, JsonDict, KubeClient, path
+from .kube_client import BATCH, CORE, ApiError, JsonDict, KubeClient, path
 
 TRAINER = "trainer"
 
@@ -98,16 +99,63 @@ def delete_pod(api: KubeClient, pod: JsonDict, grace_period_seconds: int | None 
 
 
 # -- kubelet -------------------------------------------------------------------------------------------
-def _container(state: JsonDict, **extra: Any) -> list[JsonDict]:
+# The kubelet writes pod status as a strategic merge patch (conditions merge by type, container statuses by
+# name), so what others wrote (PodScheduled by the binding, DisruptionTarget by an eviction) is kept.
+STRATEGIC = "application/strategic-merge-patch+json"
+STATES = ("waiting", "running", "terminated")
+
+
+def patch_pod_status(api: KubeClient, pod: JsonDict, status: JsonDict) -> JsonDict:
+    code, data = api.request("PATCH", _pod_path(pod, "status"), {"status": status}, content_type=STRATEGIC)
+    if not 200 <= code < 300:
+        raise ApiError(code, data.decode(errors="replace"))
+    doc = json.loads(data)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _spec_container(pod: JsonDict) -> JsonDict:
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    named = [c for c in containers if c.get("name") == TRAINER]
+    return dict((named or containers)[0])
+
+
+def _container(pod: JsonDict, state: JsonDict, **extra: Any) -> list[JsonDict]:
+    """One container status with exactly one state (the other two nulled: a strategic merge patch would
+    otherwise keep the previous state beside the new one)."""
+    spec = _spec_container(pod)
+    image = spec.get("image") or "trainer"
+    started = "running" in state or "terminated" in state
+    status: JsonDict = {
+        "name": spec.get("name") or TRAINER,
+        "image": image,
+        "imageID": f"docker.io/library/{image}@sha256:{'0' * 64}" if started else "",
+        "ready": "running" in state,
+        "started": "running" in state,
+        "restartCount": 0,
+        "state": {key: state.get(key) for key in STATES},
+        **extra,
+    }
+    if started:
+        status["containerID"] = f"containerd://{(pod['metadata'].get('uid') or 'test').replace('-', '')}"
+    return [status]
+
+
+def _conditions(ready: bool, reason: str | None, *, sandbox: bool = True) -> list[JsonDict]:
+    """The kubelet's own conditions (PodScheduled belongs to the scheduler, DisruptionTarget to others)."""
+    at = now()
+
+    def cond(type_: str, status: bool, why: str | None = None) -> JsonDict:
+        out: JsonDict = {"type": type_, "status": "True" if status else "False", "lastTransitionTime": at}
+        if why and not status:
+            out["reason"] = why
+        return out
+
     return [
-        {
-            "name": TRAINER,
-            "image": "trainer",
-            "ready": "running" in state,
-            "restartCount": 0,
-            "state": state,
-            **extra,
-        }
+        cond("PodReadyToStartContainers", sandbox),
+        cond("Initialized", True),
+        cond("Ready", ready, reason),
+        cond("ContainersReady", ready, reason),
     ]
 
 
@@ -116,55 +164,69 @@ def pod_waiting(
 ) -> JsonDict:
     status = {
         "phase": "Pending",
+        "hostIP": "127.0.0.1",
         "startTime": started or now(),
-        "containerStatuses": _container({"waiting": {"reason": reason, "message": message}}),
+        "conditions": _conditions(False, "ContainersNotReady"),
+        "containerStatuses": _container(pod, {"waiting": {"reason": reason, "message": message}}),
     }
-    return api.patch(_pod_path(pod, "status"), {"status": status})
+    return patch_pod_status(api, pod, status)
 
 
-def pod_running(api: KubeClient, pod: JsonDict) -> JsonDict:
+def pod_running(api: KubeClient, pod: JsonDict, *, started_at: str | None = None) -> JsonDict:
+    started = started_at or now()
     status = {
         "phase": "Running",
-        "startTime": now(),
-        "conditions": [{"type": "Ready", "status": "True"}],
-        "containerStatuses": _container({"running": {"startedAt": now()}}),
+        "hostIP": "127.0.0.1",
+        "podIP": "127.0.0.1",
+        "startTime": started,
+        "conditions": _conditions(True, None),
+        "containerStatuses": _container(pod, {"running": {"startedAt": started}}),
     }
-    return api.patch(_pod_path(pod, "status"), {"status": status})
+    return patch_pod_status(api, pod, status)
 
 
 def pod_terminated(
-    api: KubeClient, pod: JsonDict, exit_code: int, message: str = "", reason: str | None = None
+    api: KubeClient,
+    pod: JsonDict,
+    exit_code: int,
+    message: str = "",
+    reason: str | None = None,
+    *,
+    started_at: str | None = None,
 ) -> JsonDict:
     """The trainer container exited; `message` is what it left in /dev/termination-log."""
-    terminated = {
+    terminated: JsonDict = {
         "exitCode": exit_code,
         "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-        "message": message,
-        "startedAt": now(),
+        "startedAt": started_at or now(),
         "finishedAt": now(),
     }
+    if message:
+        terminated["message"] = message
     status = {
         "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "containerStatuses": _container({"terminated": terminated}),
+        "conditions": _conditions(False, "PodCompleted", sandbox=False),
+        "containerStatuses": _container(pod, {"terminated": terminated}),
     }
-    return api.patch(_pod_path(pod, "status"), {"status": status})
+    return patch_pod_status(api, pod, status)
 
 
 def pod_disrupted(api: KubeClient, pod: JsonDict, reason: str = "PreemptionByScheduler") -> JsonDict:
     """The scheduler (or an eviction) marks the pod as a disruption target and the kubelet stops it."""
+    disruption = {
+        "type": "DisruptionTarget",
+        "status": "True",
+        "reason": reason,
+        "message": "preempted by a higher-priority pod",
+        "lastTransitionTime": now(),
+    }
+    terminated = {"exitCode": 143, "reason": "Error", "startedAt": now(), "finishedAt": now()}
     status = {
         "phase": "Failed",
-        "conditions": [
-            {
-                "type": "DisruptionTarget",
-                "status": "True",
-                "reason": reason,
-                "message": "preempted by a higher-priority pod",
-            }
-        ],
-        "containerStatuses": _container({"terminated": {"exitCode": 143, "reason": "Error", "message": ""}}),
+        "conditions": [*_conditions(False, "PodCompleted", sandbox=False), disruption],
+        "containerStatuses": _container(pod, {"terminated": terminated}),
     }
-    return api.patch(_pod_path(pod, "status"), {"status": status})
+    return patch_pod_status(api, pod, status)
 
 
 # -- Kueue ---------------------------------------------------------------------------------------------
