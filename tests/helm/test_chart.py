@@ -7,7 +7,6 @@ import tomllib
 from typing import Any
 
 import helm_python
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -30,7 +29,6 @@ from .rendering import (
 
 # Kinds kubernetes-validate has no schema for (CRDs of other projects). Each is checked by hand below, and
 # test_unknown_kinds_are_really_unknown fails if the library learns one, so the skip cannot hide anything.
-KINDS_WITHOUT_SCHEMA = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 CLUSTER_SCOPED_KINDS = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 
 
@@ -67,31 +65,6 @@ def test_values_pass_the_schema_and_helm_lint(name: str, chart: helm_python.Char
     assert report["errors"] == []
     # Severity 1 is informational ("icon is recommended"); warnings (2) and errors (3) fail.
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGURATIONS))
-def test_every_rendered_object_validates_against_the_kubernetes_schemas(
-    name: str, rendered: dict[str, list[JsonDict]]
-) -> None:
-    checked = 0
-    for obj in rendered[name]:
-        if (obj["apiVersion"], obj["kind"]) in KINDS_WITHOUT_SCHEMA:
-            continue
-        try:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as err:
-            path = ".".join(str(p) for p in err.path)
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {err.message}")
-        checked += 1
-    assert checked >= 5
-
-
-def test_unknown_kinds_are_really_unknown(rendered: dict[str, list[JsonDict]]) -> None:
-    skipped = [o for o in rendered["custom"] if (o["apiVersion"], o["kind"]) in KINDS_WITHOUT_SCHEMA]
-    assert skipped, "the custom configuration renders a ServiceMonitor"
-    for obj in skipped:
-        with pytest.raises(kubernetes_validate.SchemaNotFoundError):
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGURATIONS))
