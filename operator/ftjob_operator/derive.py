@@ -30,7 +30,13 @@ from .observe import (
 )
 from .progress import finished_progress, progress_status
 from .redact import redact
-from .render import is_kueue_managed, validated_spec
+from .render import (
+    WORKSPACE_VOLUME,
+    active_deadline_seconds,
+    is_kueue_managed,
+    validated_spec,
+    workspace_size_limit,
+)
 from .settings import OperatorSettings
 
 USER_ERROR_REASONS: Final = {
@@ -40,10 +46,16 @@ USER_ERROR_REASONS: Final = {
 }
 """Condition reason of each exit code that fails the Job at once (podFailurePolicy FailJob)."""
 
+LOCAL_PATH_ON_CLUSTER: Final = "LocalPathOnCluster"
+"""A model or output location on the pod's own filesystem, which nothing backs on a cluster."""
+
 JOB_REJECTED: Final = "JobRejected"
 """The API server refused to create the Job (a 4xx other than conflict or throttling)."""
 
-DELETE_JOB_ON: Final = frozenset({"ImagePullFailed", "InputUnavailable"})
+WORKSPACE_FULL: Final = "WorkspaceFull"
+"""The kubelet evicted the pod because the work directory outgrew its sizeLimit: the next pod would too."""
+
+DELETE_JOB_ON: Final = frozenset({"ImagePullFailed", "InputUnavailable", WORKSPACE_FULL})
 """Failures found on a pod that would otherwise wait forever, holding its GPU: the Job is deleted."""
 
 # Status fields that describe the whole run and survive from one derivation to the next.
@@ -120,8 +132,30 @@ def derive_status(
     except ValidationError as exc:
         problems = format_validation_errors(exc, prefix="spec")
         message = "Invalid spec: " + "; ".join(problems)
+        if _validated_before(b):
+            # This very generation passed validation already: the spec did not change, the reader did (a
+            # newer CRD read by an older operator). Never a terminal InvalidSpec for a job that may be
+            # training: the status stays as it was, and the Job is left alone until an operator that
+            # understands the spec takes over.
+            kept = dict(b.old)
+            kept["message"] = redact(
+                "This operator cannot read the spec it validated before (is the CRD newer than the operator?); "
+                "the job is left as it is: " + message
+            )[:4096]
+            return kept
         b.conditions.set(VALIDATED, "False", "InvalidSpec", message)
         b.conditions.set(FAILED, "True", "InvalidSpec", message)
+        return b.finish("Failed", message)
+    local = local_path_fields(spec)
+    if local and not _validated_before(b):
+        message = (
+            "; ".join(f"spec.{path}: {uri} is a path inside the pod" for path, uri in local)
+            + ". On a cluster the trainer pod has only temporary volumes (a FineTuneJob cannot mount one), so "
+            "a model read from there does not exist and results written there vanish with the pod; use s3:// "
+            "(or hf:// for the model). `ftjob local` runs such specs on this machine."
+        )
+        b.conditions.set(VALIDATED, "False", LOCAL_PATH_ON_CLUSTER, message)
+        b.conditions.set(FAILED, "True", LOCAL_PATH_ON_CLUSTER, message)
         return b.finish("Failed", message)
     b.conditions.set(VALIDATED, "True", "SpecValid", "The spec passed validation.")
     name = ftj["metadata"]["name"]
@@ -155,9 +189,9 @@ def derive_status(
 
     outcome = job_outcome(job)
     if outcome is not None and outcome[0] == "Complete":
-        return _succeeded(b, job, p)
+        return _succeeded(b, spec, job, p)
     if outcome is not None:
-        return _failed(b, spec, outcome[1], p)
+        return _failed(b, spec, outcome[1], p, settings)
     problem = p.problem(now, settings.image_pull_grace_seconds)
     if problem is not None:
         detail = (
@@ -179,6 +213,29 @@ def derive_status(
         return _queued(b, spec, p)
     _admit(b, spec)
     return _active(b, spec, p, progress)
+
+
+def local_path_fields(spec: FineTuneJobSpec) -> list[tuple[str, str]]:
+    """(field path, value) of every location that would be a path in the trainer pod's filesystem.
+
+    The spec cannot mount volumes, so on a cluster such a path is backed by nothing that outlives the pod.
+    """
+    found: list[tuple[str, str]] = []
+    if not spec.base_model.uri.startswith(("hf://", "s3://")):
+        found.append(("baseModel.uri", spec.base_model.uri))
+    if not spec.output.uri.startswith("s3://"):
+        found.append(("output.uri", spec.output.uri))
+    return found
+
+
+def _validated_before(b: _Builder) -> bool:
+    """Validated=True was already recorded for the generation being derived."""
+    previous = b.conditions.previous(VALIDATED) or {}
+    return (
+        previous.get("status") == "True"
+        and b.generation is not None
+        and previous.get("observedGeneration") == b.generation
+    )
 
 
 def failed_status(ftj: JsonDict, reason: str, message: str, now: datetime) -> JsonDict:
@@ -290,6 +347,8 @@ def _active(b: _Builder, spec: FineTuneJobSpec, p: Pods, progress: ProgressRecor
         # The pod is done and the Job controller has not recorded it yet: a moment, not a state to report.
         b.conditions.keep(RUNNING)
         return b.finish(phase, "The trainer finished; waiting for the Job to complete.")
+    if previous_attempt is not None and (full := _workspace_full(previous_attempt, spec)) is not None:
+        return b.fail(WORKSPACE_FULL, full + " The Job was deleted instead of evicting pod after pod.")
     if previous_attempt is not None and disruption(previous_attempt) is not None:
         cause = disruption(previous_attempt) or {}
         message = (
@@ -316,6 +375,20 @@ def _active(b: _Builder, spec: FineTuneJobSpec, p: Pods, progress: ProgressRecor
     message = "The trainer pod is waiting to start" + (f" ({waiting})." if waiting else ".")
     b.conditions.set(RUNNING, "False", "PodPending", message)
     return b.finish(phase, message)
+
+
+def _workspace_full(pod: JsonDict, spec: FineTuneJobSpec) -> str | None:
+    """Why the kubelet evicted `pod` for outgrowing its work directory (None: it did not). Unlike a
+    preemption, retrying cannot help: the same data, model and checkpoints fill the same space again."""
+    status = pod.get("status") or {}
+    message = str(status.get("message") or "")
+    if status.get("reason") != "Evicted" or f'EmptyDir volume "{WORKSPACE_VOLUME}"' not in message:
+        return None
+    return (
+        f"The kubelet evicted the trainer pod {pod['metadata'].get('name')}: {message.strip()} The work directory "
+        f"(limit {workspace_size_limit(spec)}) holds the model, the data and checkpoints; raise "
+        "spec.resources.scratchSize."
+    )
 
 
 def _last_finished(p: Pods) -> JsonDict | None:
@@ -368,7 +441,7 @@ def _duration(seconds: int) -> str:
     return f"{secs}s"
 
 
-def _succeeded(b: _Builder, job: JsonDict, p: Pods) -> JsonDict:
+def _succeeded(b: _Builder, spec: FineTuneJobSpec, job: JsonDict, p: Pods) -> JsonDict:
     pod = p.succeeded
     summary = summary_of(pod)
     b.copy_summary(summary)
@@ -380,6 +453,12 @@ def _succeeded(b: _Builder, job: JsonDict, p: Pods) -> JsonDict:
         message = summary.message
     elif summary is not None:
         message = "Training finished; the adapter, the evaluation and the manifest were written."
+    elif pod is None:
+        # The pod garbage collector (or a person) removed it before its termination message was read.
+        message = (
+            "The Job completed, but its trainer pod was removed before the operator read the summary, so the "
+            f"status has no metrics or artifacts; the results are under {spec.output.uri}."
+        )
     else:
         message = "The trainer exited successfully but left no summary; see its logs."
     eval_loss = (b.out.get("metrics") or {}).get("evalLoss")
@@ -393,7 +472,9 @@ def _succeeded(b: _Builder, job: JsonDict, p: Pods) -> JsonDict:
     return b.finish("Succeeded", message)
 
 
-def _failed(b: _Builder, spec: FineTuneJobSpec, condition: JsonDict, p: Pods) -> JsonDict:
+def _failed(
+    b: _Builder, spec: FineTuneJobSpec, condition: JsonDict, p: Pods, settings: OperatorSettings
+) -> JsonDict:
     pod = p.last_failed
     summary = summary_of(pod)
     b.copy_summary(summary)
@@ -402,9 +483,14 @@ def _failed(b: _Builder, spec: FineTuneJobSpec, condition: JsonDict, p: Pods) ->
     job_message = str(condition.get("message") or "")
     last_words = summary.message if summary is not None and summary.message else ""
 
-    if job_reason == "DeadlineExceeded":
+    full = _workspace_full(pod, spec) if pod is not None else None
+    if full is not None:
+        reason, message = WORKSPACE_FULL, full
+    elif job_reason == "DeadlineExceeded":
         reason = "DeadlineExceeded"
-        message = f"The Job ran longer than activeDeadlineSeconds ({spec.active_deadline_seconds} s) and was stopped."
+        deadline = active_deadline_seconds(spec, settings)
+        origin = "" if spec.active_deadline_seconds is not None else ", the operator's default"
+        message = f"The Job ran longer than activeDeadlineSeconds ({deadline} s{origin}) and was stopped."
     elif job_reason == "PodFailurePolicy":
         code = terminated.get("exitCode")
         if summary is not None and summary.reason in USER_ERROR_REASONS.values():
@@ -422,9 +508,18 @@ def _failed(b: _Builder, spec: FineTuneJobSpec, condition: JsonDict, p: Pods) ->
         )
     elif job_reason == "BackoffLimitExceeded":
         reason = "BackoffLimitExceeded"
-        last = last_words or (
-            f"exit code {terminated['exitCode']}" if "exitCode" in terminated else job_message
-        )
+        cause = disruption(pod) if pod is not None else None
+        if cause is not None:
+            # Preemptions and evictions count too: the same eviction (a full disk) would repeat forever.
+            last = (
+                f"the pod was disrupted ({cause.get('reason') or 'DisruptionTarget'}"
+                f"{': ' + str(cause['message']) if cause.get('message') else ''}); disruptions count against "
+                "backoffLimit"
+            )
+        else:
+            last = last_words or (
+                f"exit code {terminated['exitCode']}" if "exitCode" in terminated else job_message
+            )
         message = f"The trainer failed more often than backoffLimit ({spec.backoff_limit}) allows. Last attempt: {last}"
     else:
         reason = "TrainerFailed"

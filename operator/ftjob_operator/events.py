@@ -20,6 +20,7 @@ _FAILURE_EVENT_REASONS: Final = {
     "InvalidSpec": "SpecInvalid",
     "JobConflict": "JobConflict",
     "JobDeleted": "JobDeleted",
+    "LocalPathOnCluster": "SpecInvalid",
 }
 """Failures that are not the training's: they get their own Event reason instead of TrainingFailed."""
 

@@ -17,7 +17,6 @@ from typing import Any
 import kopf
 
 from ftjob.api import GROUP, PLURAL, VERSION
-from ftjob.api.conditions import TERMINAL_PHASES
 
 from .kube import ErrorKind, KubeError
 from .names import ANNOTATION_PREFIX, COMPONENT, LABEL_MANAGED_BY, owner_of_child
@@ -95,7 +94,7 @@ def build_registry(reconciler: Reconciler, settings: OperatorSettings) -> kopf.O
             phase = reconciler.reconcile(namespace, name, trigger=trigger)
         except KubeError as err:
             raise _retry_later(err) from err
-        live.update(namespace, name, phase is not None and phase not in TERMINAL_PHASES)
+        live.update(namespace, name, reconciler.wants_poll(namespace, name, phase))
 
     @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile-on-create", registry=registry)
     def on_create(namespace: str | None, name: str, **_: Any) -> None:
@@ -121,17 +120,19 @@ def build_registry(reconciler: Reconciler, settings: OperatorSettings) -> kopf.O
             live.update(namespace, name, False)
             return
         phase = (body.get("status") or {}).get("phase")
-        live.update(namespace, name, phase not in TERMINAL_PHASES)
+        live.update(namespace, name, reconciler.wants_poll(namespace, name, str(phase)))
 
     def reconcile_owner(body: kopf.Body, kind: str) -> None:
         owner = owner_of_child(dict(body))
         if owner is None:
             return
         try:
-            reconciler.reconcile(*owner, trigger=kind)
+            phase = reconciler.reconcile(*owner, trigger=kind)
         except KubeError as err:
             # Watch events are not retried by kopf; the poll picks the job up again.
             logger.warning("%s/%s: reconcile after a %s event failed: %s", *owner, kind, err)
+            return
+        live.update(*owner, reconciler.wants_poll(*owner, phase))
 
     @kopf.on.event(
         "batch", "v1", "jobs", labels={LABEL_MANAGED_BY: COMPONENT}, id="job-event", registry=registry
@@ -159,7 +160,8 @@ def build_registry(reconciler: Reconciler, settings: OperatorSettings) -> kopf.O
 
 async def poll(reconciler: Reconciler, live: LiveSet, interval: float) -> None:
     """Every interval: read the progress of running trainers and re-check every unfinished job (which also
-    catches what no event announces, such as an image pull failing for longer than its grace period)."""
+    catches what no event announces, such as an image pull failing for longer than its grace period), and
+    every finished one whose Job awaits its TTL."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
@@ -176,4 +178,4 @@ async def poll(reconciler: Reconciler, live: LiveSet, interval: float) -> None:
                 # A bug must not end the poll for every other job.
                 logger.exception("%s/%s: progress poll crashed", namespace, name)
                 continue
-            live.update(namespace, name, phase is not None and phase not in TERMINAL_PHASES)
+            live.update(namespace, name, reconciler.wants_poll(namespace, name, phase))

@@ -12,22 +12,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from pydantic import ValidationError
 
 from ftjob import contract
-from ftjob.api.conditions import FAILED, RUNNING
+from ftjob.api.conditions import FAILED, RUNNING, SUCCEEDED, TERMINAL_PHASES
 from ftjob.contract import ProgressRecord, parse_latest_progress
 
-from .conditions import is_true, reason_of
+from .conditions import find, is_true, parse_time, reason_of
 from .derive import DELETE_JOB_ON, JOB_REJECTED, derive_status, failed_status, is_terminal
 from .events import Event, derive_events, event_body
 from .kube import ErrorKind, Kube, KubeError
 from .metrics import Metrics
 from .names import LABEL_FINETUNEJOB, JsonDict, Ownership, controller_of, job_name, ownership
-from .observe import Pods, is_deleting
+from .observe import Pods, is_deleting, job_outcome
 from .patches import merge_patch
 from .plan import CreateJob, DeleteJob, SetJobSuspend, plan_actions
 from .render import render_job, validated_spec
@@ -57,6 +57,9 @@ class Reconciler:
         self._clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Finished FineTuneJobs whose Job the operator still has to delete after the TTL: (namespace, name) ->
+        # when. The poll keeps visiting them (see wants_poll).
+        self._ttl_due: dict[tuple[str, str], datetime] = {}
 
     @contextmanager
     def _locked(self, namespace: str, name: str) -> Iterator[None]:
@@ -65,10 +68,19 @@ class Reconciler:
         with lock:
             yield
 
+    def wants_poll(self, namespace: str, name: str, phase: str | None) -> bool:
+        """Whether the poll must keep visiting this FineTuneJob: unfinished, or its Job awaits the TTL."""
+        if phase is None:
+            return False
+        with self._locks_guard:
+            pending = (namespace, name) in self._ttl_due
+        return pending or phase not in TERMINAL_PHASES
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop the bookkeeping of a deleted FineTuneJob."""
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
+            self._ttl_due.pop((namespace, name), None)
         self._metrics.set_phase(namespace, name, None)
         self._metrics.account_gpus(namespace, name, 0, self._clock())
 
@@ -141,6 +153,9 @@ class Reconciler:
         for action in actions:
             if isinstance(action, DeleteJob):
                 self._delete_job(ftj, action)
+        if is_terminal(status):
+            # The final status (with the summary's metrics and artifacts) is written: the TTL starts now.
+            self._expire_job(ftj, status, job, now)
         self._account(ftj, status, now)
         return str(status.get("phase"))
 
@@ -149,13 +164,55 @@ class Reconciler:
         namespace, name = ftj["metadata"]["namespace"], ftj["metadata"]["name"]
         status = derive_status(ftj, None, [], None, now, self._settings)
         self._record(ftj, old, status, now)
+        job: JsonDict | None = None
+        looked = False
         if reason_of(old.get("conditions") or [], FAILED) in DELETE_JOB_ON:
-            job = self._kube.get_job(namespace, job_name(name))
+            job, looked = self._kube.get_job(namespace, job_name(name)), True
             for action in plan_actions(ftj, status, job):
                 if isinstance(action, DeleteJob):
                     self._delete_job(ftj, action)
+                    job = None
+        if not looked and self._ttl_deadline(ftj, status) is not None:
+            job = self._kube.get_job(namespace, job_name(name))
+        self._expire_job(ftj, status, job, now)
         self._account(ftj, status, now)
         return str(status.get("phase"))
+
+    def _expire_job(self, ftj: JsonDict, status: JsonDict, job: JsonDict | None, now: datetime) -> None:
+        """spec.ttlSecondsAfterFinished after the final status was written, delete the finished Job (never
+        before: its pods hold the termination summary the status is made from)."""
+        key = (ftj["metadata"]["namespace"], ftj["metadata"]["name"])
+        due = self._ttl_deadline(ftj, status)
+        if (
+            due is None
+            or job is None
+            or ownership(job, ftj) is not Ownership.OWNED
+            or is_deleting(job)
+            or job_outcome(job) is None
+        ):
+            with self._locks_guard:
+                self._ttl_due.pop(key, None)
+            return
+        if now < due:
+            with self._locks_guard:
+                self._ttl_due[key] = due
+            return
+        self._delete_job(ftj, DeleteJob("Background", "spec.ttlSecondsAfterFinished after the final status"))
+        with self._locks_guard:
+            self._ttl_due.pop(key, None)
+
+    @staticmethod
+    def _ttl_deadline(ftj: JsonDict, status: JsonDict) -> datetime | None:
+        try:
+            ttl = validated_spec(ftj).ttl_seconds_after_finished
+        except ValidationError:
+            return None
+        if ttl is None:
+            return None
+        conditions = status.get("conditions") or []
+        final = find(conditions, SUCCEEDED) if is_true(conditions, SUCCEEDED) else find(conditions, FAILED)
+        written = parse_time((final or {}).get("lastTransitionTime"))
+        return None if written is None else written + timedelta(seconds=ttl)
 
     def _pods(self, ftj: JsonDict, job: JsonDict | None) -> list[JsonDict]:
         if job is None or ownership(job, ftj) is not Ownership.OWNED:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from ftjob.api.uris import mask_userinfo
+
 MASK: Final = "[REDACTED]"
 
 _PATTERNS: Final = (
@@ -23,6 +25,9 @@ _PATTERNS: Final = (
 
 
 def redact(text: str) -> str:
+    # The API refuses endpoint URLs with credentials; a URL quoted from elsewhere (a trainer error, an old
+    # object stored before that rule) may still carry `user:password@`.
+    text = mask_userinfo(text, MASK)
     for pattern in _PATTERNS:
         if pattern.groups >= 2:
             text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)

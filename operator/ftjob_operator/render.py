@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import threading
+from decimal import Decimal
 from typing import Final
 
 from ftjob import contract
 from ftjob.api import FineTuneJobSpec
+from ftjob.api.lenient import parse_spec_leniently
 
 from .names import LABEL_KUEUE_QUEUE, JsonDict, child_labels, job_name, owner_reference
 from .settings import OperatorSettings
@@ -17,10 +22,30 @@ SHM_VOLUME: Final = "dshm"
 TMP_VOLUME: Final = "tmp"
 HF_HOME: Final = f"{contract.DEFAULT_WORKDIR}/hf-home"
 
+logger = logging.getLogger(__name__)
+
+_reported_unknown: set[str] = set()
+_reported_lock = threading.Lock()
+
 
 def validated_spec(ftj: JsonDict) -> FineTuneJobSpec:
-    """The spec as the trainer will read it; raises pydantic.ValidationError when a rule is broken."""
-    return FineTuneJobSpec.model_validate(ftj.get("spec") or {})
+    """The spec as the trainer will read it; raises pydantic.ValidationError when a rule is broken.
+
+    Read leniently: the API server already refused what its CRD does not declare, so a field unknown here
+    comes from a newer CRD (e.g. one with a defaulted field, upgraded under running jobs). It is ignored,
+    and logged once per field for the life of the process.
+    """
+    spec, unknown = parse_spec_leniently(ftj.get("spec") or {})
+    if unknown:
+        with _reported_lock:
+            new = [path for path in unknown if path not in _reported_unknown]
+            _reported_unknown.update(new)
+        for path in new:
+            logger.warning(
+                "ignoring the field spec.%s, unknown to this operator (is the CRD newer than the operator?)",
+                path,
+            )
+    return spec
 
 
 def trainer_spec_json(spec: FineTuneJobSpec) -> str:
@@ -29,6 +54,34 @@ def trainer_spec_json(spec: FineTuneJobSpec) -> str:
     doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     doc.pop("suspend", None)
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def active_deadline_seconds(spec: FineTuneJobSpec, settings: OperatorSettings) -> int:
+    """The spec's deadline, or the operator's default: no Job runs (and holds GPUs) forever."""
+    if spec.active_deadline_seconds is not None:
+        return spec.active_deadline_seconds
+    return settings.default_active_deadline_seconds
+
+
+WORKSPACE_PER_MEMORY: Final = 4
+"""Without spec.resources.scratchSize, the work directory may hold this many times the pod's memory (the
+model, which must fit in memory to load, a few checkpoints, the data); past it the kubelet evicts the pod
+instead of filling the node's disk."""
+
+
+def workspace_size_limit(spec: FineTuneJobSpec) -> str:
+    if spec.resources.scratch_size is not None:
+        return spec.resources.scratch_size
+    return scale_quantity(spec.resources.memory, WORKSPACE_PER_MEMORY)
+
+
+def scale_quantity(quantity: str, factor: int) -> str:
+    """A Kubernetes quantity times an integer, in the same unit (`32Gi` x 4 = `128Gi`)."""
+    match = re.fullmatch(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(.*)", quantity)
+    if match is None:  # not a quantity: the API model refuses it before this is reached
+        raise ValueError(f"not a quantity: {quantity!r}")
+    number = Decimal(match.group(1)) * factor
+    return f"{number.normalize():f}{match.group(2)}"
 
 
 def is_kueue_managed(spec: FineTuneJobSpec) -> bool:
@@ -56,10 +109,10 @@ def render_job(ftj: JsonDict, settings: OperatorSettings) -> JsonDict:
         "podFailurePolicy": {"rules": pod_failure_rules()},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec(spec, meta, settings)},
     }
-    if spec.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    if spec.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    job_spec["activeDeadlineSeconds"] = active_deadline_seconds(spec, settings)
+    # No ttlSecondsAfterFinished: the TTL controller would race the operator, deleting the Job (and its pods,
+    # with the termination summary) before the outcome is recorded. The operator deletes the Job itself,
+    # spec.ttlSecondsAfterFinished after the final status was written (reconcile.py).
 
     return {
         "apiVersion": "batch/v1",
@@ -76,8 +129,10 @@ def render_job(ftj: JsonDict, settings: OperatorSettings) -> JsonDict:
 
 def pod_failure_rules() -> list[JsonDict]:
     return [
-        # Preemption, eviction, node drain: not the trainer's fault; the next pod resumes from a checkpoint.
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        # Preemption, eviction, node drain: not the trainer's fault, and the next pod resumes from a
+        # checkpoint, but counted against backoffLimit: an eviction for node pressure (a full disk) would
+        # otherwise repeat forever, and the Job controller has no other way to bound them.
+        {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         # Bad config, bad data, missing input: retrying cannot help.
         {
             "action": "FailJob",
@@ -157,6 +212,7 @@ def trainer_container(spec: FineTuneJobSpec, meta: JsonDict, settings: OperatorS
 
 def trainer_env(spec: FineTuneJobSpec, meta: JsonDict) -> list[JsonDict]:
     env: list[JsonDict] = [
+        {"name": contract.ENV_CONTRACT_VERSION, "value": str(contract.CONTRACT_VERSION)},
         {"name": contract.ENV_SPEC, "value": trainer_spec_json(spec)},
         {"name": contract.ENV_NAME, "value": meta["name"]},
         {"name": contract.ENV_NAMESPACE, "value": meta["namespace"]},
@@ -184,9 +240,7 @@ def _secret_env(name: str, secret: str, key: str) -> JsonDict:
 
 
 def volumes(spec: FineTuneJobSpec) -> list[JsonDict]:
-    workspace: JsonDict = {}
-    if spec.resources.scratch_size is not None:
-        workspace["sizeLimit"] = spec.resources.scratch_size
+    workspace: JsonDict = {"sizeLimit": workspace_size_limit(spec)}
     return [
         {"name": WORKSPACE_VOLUME, "emptyDir": workspace},
         # Data loader workers share tensors through /dev/shm; the container runtime's 64 MiB is too small.

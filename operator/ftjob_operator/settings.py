@@ -43,6 +43,8 @@ class OperatorSettings:
     """How often running trainers' logs are read for progress (and every live job is re-checked)."""
     image_pull_grace_seconds: float = 300.0
     """How long a pod may fail to pull its image (or to get its Secrets) before the job fails."""
+    default_active_deadline_seconds: int = 7 * 24 * 3600
+    """activeDeadlineSeconds of a Job whose FineTuneJob sets none: no trainer holds GPUs forever."""
     log_tail_lines: int = 200
     """Lines of the trainer log read per progress poll."""
     liveness_port: int = 8080
@@ -109,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long image pull errors are tolerated (env {ENV_IMAGE_PULL_GRACE}; default 300)",
     )
+    parser.add_argument(
+        "--default-active-deadline",
+        type=int,
+        metavar="SECONDS",
+        help="activeDeadlineSeconds of Jobs whose FineTuneJob sets none (default 604800: 7 days)",
+    )
     parser.add_argument("--liveness-port", type=_port, default=8080, help="kopf liveness endpoint /healthz")
     parser.add_argument("--metrics-port", type=_port, default=9090, help="Prometheus metrics (0 disables)")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help=f"env {ENV_LOG_LEVEL}")
@@ -159,6 +167,10 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> OperatorSe
     if grace < 0:
         parser.error(f"--termination-grace-period must be >= 0 (got {grace})")
 
+    deadline = args.default_active_deadline or defaults.default_active_deadline_seconds
+    if deadline <= 0:
+        parser.error(f"--default-active-deadline must be > 0 (got {deadline})")
+
     return OperatorSettings(
         trainer_image=args.trainer_image or env(ENV_TRAINER_IMAGE) or defaults.trainer_image,
         image_pull_policy=pull_policy,
@@ -172,6 +184,7 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> OperatorSe
         liveness_port=args.liveness_port,
         metrics_port=args.metrics_port,
         log_level=log_level,
+        default_active_deadline_seconds=deadline,
     )
 
 

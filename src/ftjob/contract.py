@@ -7,6 +7,7 @@ Both sides import this module; nothing here does I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Final, Literal
 
@@ -24,6 +25,12 @@ ENV_UID: Final = "FTJOB_UID"
 ENV_WORKDIR: Final = "FTJOB_WORKDIR"
 """Every file the trainer writes lives under this directory."""
 ENV_TERMINATION_LOG: Final = "FTJOB_TERMINATION_LOG"
+ENV_CONTRACT_VERSION: Final = "FTJOB_CONTRACT_VERSION"
+"""The version of this contract the operator rendered the Job with (an integer; absent means 1)."""
+CONTRACT_VERSION: Final = 1
+"""Raised only by incompatible changes. Compatible ones (a new spec field with a default, a new optional
+summary field) keep it: each side ignores the fields it does not know, so an older trainer image pinned
+through spec.image keeps working under a newer operator, and the other way round."""
 ENV_HF_TOKEN: Final = "HF_TOKEN"
 ENV_AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
 ENV_AWS_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
@@ -101,7 +108,8 @@ def parse_latest_progress(log_text: str) -> ProgressRecord | None:
         if start < 0:
             continue
         try:
-            return ProgressRecord.model_validate_json(line[start + len(PROGRESS_PREFIX) :])
+            # Fields a newer trainer image added are ignored (the contract version says what is compatible).
+            return ProgressRecord.model_validate_json(line[start + len(PROGRESS_PREFIX) :], extra="ignore")
         except ValidationError:
             continue
     return None
@@ -109,6 +117,8 @@ def parse_latest_progress(log_text: str) -> ProgressRecord | None:
 
 # --- termination message: the trainer's last words, at most 4 KiB ---------------------------------
 TERMINATION_MESSAGE_LIMIT: Final = 4096
+"""Bytes of UTF-8. The kubelet cuts a longer message, and a cut JSON document no longer parses: the job
+would show Succeeded with no results."""
 
 Outcome = Literal["Succeeded", "Failed", "Interrupted"]
 
@@ -123,34 +133,119 @@ class TerminationSummary(ApiModel):
     metrics: Metrics | None = None
     dataset: DatasetStats | None = None
     artifacts: Artifacts | None = None
-    resumed_from_step: int | None = None
+    resumed_from_step: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
     def to_message(self) -> str:
-        """Serialise within the kubelet's 4 KiB limit, dropping detail before substance."""
+        """JSON of at most TERMINATION_MESSAGE_LIMIT bytes, whatever the fields hold.
+
+        When the whole summary is too long, detail goes before substance, in `_SHEDDING` order, until it
+        fits. What is left at the end (outcome, a reason of at most 64 characters, a step number) takes
+        under 500 bytes, so the bound holds by construction. Nothing is lost for good: the data report,
+        `eval/eval.json` and `manifest.json` in the output location hold it all, and the trainer's log
+        has the full message.
+        """
         summary = self.model_copy(deep=True)
-        text = summary._dump()
-        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
-            return text
-        if summary.dataset is not None:
-            summary.dataset.dropped_by_reason = {}
-        text = summary._dump()
-        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and len(summary.message) > 16:
-            summary.message = summary.message[: len(summary.message) // 2] + "..."
+        for shed in _SHEDDING:
             text = summary._dump()
-        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-            summary.metrics = None
-            text = summary._dump()
-        return text
+            if _fits(text):
+                return text
+            shed(summary)
+        return summary._dump()
 
     def _dump(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
     @classmethod
     def parse(cls, text: str | None) -> TerminationSummary | None:
-        """The summary in a termination message, or None when the trainer died without writing one."""
+        """The summary in a termination message, or None when the trainer died without writing one.
+
+        The message may be a log tail instead (terminationMessagePolicy FallbackToLogsOnError), so any
+        text must give None rather than raise."""
         if not text:
             return None
         try:
-            return cls.model_validate(json.loads(text))
-        except (ValueError, ValidationError):
+            # Fields a newer trainer image added are ignored, not a reason to lose the whole summary.
+            return cls.model_validate(json.loads(text), extra="ignore")
+        except (ValueError, ValidationError, RecursionError):
             return None
+
+
+def _fits(text: str) -> bool:
+    return len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+
+
+def _shorten_message(floor_bytes: int) -> Callable[[TerminationSummary], None]:
+    """Cut the message to the longest prefix with which the summary fits, but not below `floor_bytes`
+    bytes of UTF-8 (the later steps then shed something else first)."""
+
+    def shed(summary: TerminationSummary) -> None:
+        full = summary.message
+
+        def cut(chars: int) -> str:
+            if chars >= len(full):
+                return full
+            return full[:chars] + "…" if chars else ""
+
+        low, high = 0, len(full)  # the longest prefix that fits lies in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            summary.message = cut(middle)
+            if _fits(summary._dump()):
+                low = middle
+            else:
+                high = middle - 1
+        floor = len(full.encode()[:floor_bytes].decode(errors="ignore"))
+        summary.message = cut(max(low, floor))
+
+    return shed
+
+
+def _drop_dropped_by_reason(summary: TerminationSummary) -> None:
+    if summary.dataset is not None:
+        summary.dataset.dropped_by_reason = {}
+
+
+def _drop_base_metrics(summary: TerminationSummary) -> None:
+    if summary.metrics is not None:
+        summary.metrics.base = {}
+
+
+def _drop(field: str) -> Callable[[TerminationSummary], None]:
+    def shed(summary: TerminationSummary) -> None:
+        setattr(summary, field, None)
+
+    return shed
+
+
+def _drop_artifact(field: str) -> Callable[[TerminationSummary], None]:
+    def shed(summary: TerminationSummary) -> None:
+        if summary.artifacts is not None:
+            setattr(summary.artifacts, field, None)
+
+    return shed
+
+
+def _last_resort(summary: TerminationSummary) -> None:
+    # Only reachable for a summary built without validation: what remains must fit the bound.
+    summary.message = ""
+    summary.artifacts = None
+    summary.resumed_from_step = None
+    summary.reason = summary.reason[:64]
+
+
+_SHEDDING: Final[tuple[Callable[[TerminationSummary], None], ...]] = (
+    _drop_dropped_by_reason,  # the data report has the per-reason counts, with samples
+    _shorten_message(256),  # the trainer's log has it whole; on success it restates the metrics
+    _drop_base_metrics,  # eval/eval.json and manifest.json have every metric
+    _drop("dataset"),
+    _drop("metrics"),
+    _drop_artifact("merged_model"),
+    _drop_artifact("eval_results"),
+    _drop_artifact("data_report"),
+    _drop_artifact("eval_report"),
+    _drop_artifact("manifest"),
+    _drop_artifact("adapter"),
+    _shorten_message(0),
+    _last_resort,
+)
+"""What goes first when the summary is too long; the loop stops as soon as it fits."""

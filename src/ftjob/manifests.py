@@ -1,4 +1,8 @@
-"""Reading FineTuneJob manifests from YAML files (several documents per file allowed)."""
+"""Reading FineTuneJob manifests from YAML files (several documents per file allowed).
+
+Whatever the bytes, the outcome is a `ManifestError` or a list of results, each with one line per
+problem, in bounded time and memory (see `ftjob.bounded_yaml`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from ftjob.api import API_VERSION, KIND, FineTuneJob, format_validation_errors
+from ftjob.api.errors import show_value
+from ftjob.bounded_yaml import YamlLimits, YamlRefused, load_all_bounded
+
+LIMITS = YamlLimits()
+_NAME_CHARS = 253
 
 
 @dataclass(frozen=True)
@@ -32,13 +40,15 @@ class ManifestError(Exception):
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
     try:
-        text = path.read_text()
+        with path.open("rb") as stream:
+            # One byte more than allowed is enough to tell that the file is too large.
+            data = stream.read(LIMITS.max_bytes + 1)
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
-        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML: {exc}") from exc
+        docs = load_all_bounded(data, LIMITS)
+    except YamlRefused as exc:
+        raise ManifestError(f"{path}: {exc}") from None
     for index, doc in enumerate(docs):
         if not isinstance(doc, dict):
             raise ManifestError(f"{path}: document {index + 1} is not a mapping")
@@ -47,21 +57,31 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
 
 def validate_document(doc: dict[str, Any], source: str) -> ManifestResult:
     """Check one document against the API model, returning every problem at once."""
-    name = str((doc.get("metadata") or {}).get("name") or "(unnamed)")
+    name = _name(doc)
     if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
+        got = f"{_plain(doc.get('apiVersion'))} {_plain(doc.get('kind'))}"
         return ManifestResult(
-            source,
-            name,
-            None,
-            [
-                f"apiVersion/kind: must be {API_VERSION} {KIND} (got {doc.get('apiVersion')} {doc.get('kind')})"
-            ],
+            source, name, None, [f"apiVersion/kind: must be {API_VERSION} {KIND} (got {got})"]
         )
     try:
         job = FineTuneJob.model_validate(doc)
     except ValidationError as exc:
         return ManifestResult(source, name, None, format_validation_errors(exc))
     return ManifestResult(source, name, job, [])
+
+
+def _name(doc: dict[str, Any]) -> str:
+    """metadata.name for messages; any metadata, well-formed or not, gives a short one-line name."""
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(name, str) and name and len(name) <= _NAME_CHARS and name.isprintable():
+        return name
+    return "(unnamed)" if name is None or name == "" else show_value(name)
+
+
+def _plain(value: object) -> str:
+    """A string as itself, anything else as short JSON."""
+    return value if isinstance(value, str) and len(value) <= 80 and value.isprintable() else show_value(value)
 
 
 def validate_file(path: Path) -> list[ManifestResult]:

@@ -32,7 +32,7 @@ CHANGES: dict[str, Any] = {
     "evaluation": {"maxSamples": 100},
     "checkpointing": {"keepLast": 4},
     "storage": {"region": "us-east-1"},
-    "resources": {"gpus": 2},
+    "resources": {"gpus": 0},
     "scheduling": {"queueName": "team-a"},
     "image": "ghcr.io/ftjob/trainer:0.2.0",
     "serviceAccountName": "someone-else",

@@ -161,6 +161,19 @@ BAD_MANIFESTS = [
         id="unknown-metric",
     ),
     pytest.param(
+        _set("spec.storage.endpointUrl", "http://minio:s3cr3t@minio.storage:9000"),
+        "spec.storage.endpointUrl",
+        # The server quotes the value back to whoever sent it; it stores nothing.
+        'spec.storage.endpointUrl: Invalid value: "http://minio:s3cr3t@minio.storage:9000": must not contain credentials',
+        id="endpoint-with-credentials",
+    ),
+    pytest.param(
+        _set("spec.resources.gpus", 2),
+        "spec.resources.gpus",
+        "spec.resources.gpus: Invalid value: 2: multi-GPU training is not supported yet",
+        id="more-than-one-gpu",
+    ),
+    pytest.param(
         _delete("spec.data.trainUri"),
         "spec.data.trainUri",
         "spec.data.trainUri: Required value",
@@ -297,3 +310,13 @@ def test_model_round_trips_through_json() -> None:
     job = FineTuneJob.model_validate(QUICKSTART)
     again = FineTuneJob.model_validate(job.model_dump(mode="json", by_alias=True, exclude_none=True))
     assert again == job
+
+
+def test_the_models_message_masks_credentials_in_a_url() -> None:
+    # The operator copies this line into status and Events: the password must not be in it.
+    doc = copy.deepcopy(QUICKSTART)
+    doc["spec"]["storage"] = {"endpointUrl": "http://minio:s3cr3t@minio.storage:9000"}
+    assert validate_document(doc, "case").errors == [
+        "spec.storage.endpointUrl: must not contain credentials (user:password@); put them in the Secret "
+        'named by credentialsSecretRef (got "http://[REDACTED]@minio.storage:9000")'
+    ]

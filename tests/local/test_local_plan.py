@@ -107,3 +107,20 @@ def test_plan_uses_the_operators_rendering(tmp_path: Path) -> None:
     assert spec["storage"]["endpointUrl"] == "http://minio.minio-system.svc:9000" and "suspend" not in spec
     assert plan.env["FTJOB_WORKDIR"] == str(tmp_path / "workspace")
     assert plan.env["AWS_ACCESS_KEY_ID"] == "a"
+
+
+def test_local_paths_are_allowed_locally(tmp_path: Path) -> None:
+    # The operator refuses them on a cluster (nothing backs them there); on this machine they are real.
+    doc = {
+        "apiVersion": "ftjob.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "local-paths", "namespace": "default"},
+        "spec": {
+            "baseModel": {"uri": str(tmp_path / "model")},
+            "data": {"trainUri": f"file://{tmp_path}/train.jsonl"},
+            "output": {"uri": f"file://{tmp_path}/out/"},
+        },
+    }
+    plan = plan_local_run(FineTuneJob.model_validate(doc), tmp_path / "run", secrets={}, local_env={})
+    spec = json.loads(plan.env["FTJOB_SPEC"])
+    assert spec["output"]["uri"] == f"file://{tmp_path}/out/"

@@ -256,6 +256,17 @@ CASES = [
     pytest.param(
         Case(
             status=RUNNING_STATUS,
+            job=f.job(succeeded=1, conditions=[f.job_cond("Complete", "CompletionsReached")]),
+            pods=[],
+            phase="Succeeded",
+            conditions={"Succeeded": ("True", "TrainingSucceeded")},
+            message="pod was removed before the operator read the summary, so the status has no metrics",
+        ),
+        id="succeeded-but-the-pod-vanished-says-so",
+    ),
+    pytest.param(
+        Case(
+            status=RUNNING_STATUS,
             job=f.job(
                 failed=1,
                 conditions=[f.job_cond("Failed", "PodFailurePolicy", "Container trainer ... exit code 3")],
@@ -701,3 +712,24 @@ def test_trainer_text_is_redacted() -> None:
     )
     assert "abcdEFGH12345678xyz" not in str(status)
     assert "[REDACTED]" in status["message"]
+
+
+def test_unknown_fields_from_a_newer_crd_are_ignored() -> None:
+    obj = f.ftj({"futureField": "x", "training": {"futureKnob": 1}}, dict(RUNNING_STATUS))
+    job = f.job()
+    st = derive_status(obj, job, [f.running()], None, f.T0 + timedelta(seconds=120), SETTINGS)
+    assert st["phase"] == "Running"
+
+
+def test_a_validated_generation_never_becomes_invalid_spec() -> None:
+    # Generation 1 passed validation; a reader that cannot parse it now (a newer CRD changed a type) must
+    # not fail the job: the status is kept, with a message saying why.
+    obj = f.ftj({"peft": {"r": "sixteen"}}, dict(RUNNING_STATUS))
+    st = derive_status(obj, f.job(), [f.running()], None, f.T0 + timedelta(seconds=120), SETTINGS)
+    assert st["phase"] == "Running"
+    assert st["conditions"] == RUNNING_STATUS["conditions"]
+    assert "cannot read the spec it validated before" in st["message"]
+    # A new generation is judged on its own.
+    newer = f.ftj({"peft": {"r": "sixteen"}}, dict(RUNNING_STATUS), generation=2)
+    st = derive_status(newer, f.job(), [f.running()], None, f.T0 + timedelta(seconds=120), SETTINGS)
+    assert st["phase"] == "Failed"

@@ -25,8 +25,10 @@ from typing import Any
 import pytest
 import urllib3
 
+from ftjob import contract
 from ftjob.api.status import Artifacts, DatasetStats, Metrics
 from ftjob.contract import ProgressRecord, TerminationSummary, format_progress_line
+from ftjob.schema.crd import CRD_NAME, build_crd
 from ftjob_operator.render import render_job
 from ftjob_operator.settings import OperatorSettings
 from tests.support import kube_actors as actors
@@ -43,6 +45,7 @@ from tests.support.kube_client import (
     path,
     wait_for,
 )
+from tests.support.kube_fixtures import CRD_PATH
 from tests.support.kubelet import TestKubelet
 from tests.support.operator_process import OperatorProcess, free_port
 
@@ -383,7 +386,7 @@ def test_watches_only_the_namespaces_it_is_given_and_exports_metrics(
 
 
 def test_status_follows_the_job_and_its_pods(cluster: Cluster, operator: OperatorProcess) -> None:
-    cluster.create({**SPEC, "backoffLimit": 0})  # a preemption is not a failure: it does not count
+    cluster.create({**SPEC, "backoffLimit": 1})  # one preemption tolerated (it counts: see below)
     first = cluster.bind(cluster.next_pod())
     actors.pod_waiting(cluster.api, first, "ContainerCreating")
     cluster.wait_condition("Running", "False", "PodPending")
@@ -424,8 +427,8 @@ def test_status_follows_the_job_and_its_pods(cluster: Cluster, operator: Operato
     }
     assert "step 20/40 (50%)" in st["message"]
 
-    # Preempted: the pod is a disruption target; podFailurePolicy ignores it and the Job starts another,
-    # although backoffLimit is 0.
+    # Preempted: the pod is a disruption target; podFailurePolicy counts it against backoffLimit (1) and the
+    # Job starts another.
     actors.pod_disrupted(cluster.api, first)
     st = cluster.wait_condition("Running", "False", "Preempted")
     assert st["phase"] == "Running"
@@ -448,7 +451,7 @@ def test_status_follows_the_job_and_its_pods(cluster: Cluster, operator: Operato
     assert st["completionTime"]
     cluster.wait_event("Normal", "TrainingSucceeded")
     job_status = (cluster.job() or {})["status"]
-    assert (job_status.get("succeeded"), job_status.get("failed", 0)) == (1, 0)  # the preemption was ignored
+    assert (job_status.get("succeeded"), job_status.get("failed", 0)) == (1, 1)  # the preemption counted
 
     # The Job's TTL deletes it: the FineTuneJob keeps its results and is never trained again.
     cluster.api.delete(path(BATCH, "jobs", cluster.ns, JOB), propagation="Background")
@@ -809,3 +812,196 @@ def test_recovers_from_lost_connections_and_cut_watches(
     ]
     assert len(cluster.api.jobs(ns)) == 1
     assert cluster.requests("POST", "jobs") == 2  # the reset one, and the retry that met 409
+
+
+# -- trust: forward compatibility, local outputs, TTL, disruptions --------------------------------------
+UPGRADE_FIELD = "trustUpgradeProbeField"  # used by no other test: the CRD is shared by the whole session
+
+
+def _crd_with_defaulted_field() -> JsonDict:
+    crd = build_crd()
+    for version in crd["spec"]["versions"]:
+        spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        spec_schema["properties"][UPGRADE_FIELD] = {"type": "string", "default": "newer-crd-default"}
+    return crd
+
+
+def test_a_crd_upgrade_under_a_running_job_leaves_it_running(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    cluster.create()
+    job = cluster.wait_job()
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[contract.ENV_CONTRACT_VERSION] == str(contract.CONTRACT_VERSION)
+    cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+
+    crd_path = f"{CRD_PATH}/{CRD_NAME}"
+    try:
+        # A newer CRD adds a defaulted field: the API server now returns it in every read of the object.
+        cluster.api.apply(crd_path, _crd_with_defaulted_field(), field_manager="ftjob-tests")
+        wait_for(
+            lambda: (
+                UPGRADE_FIELD in (cluster.api.get(path(FTJ, "finetunejobs", cluster.ns, NAME)) or {})["spec"]
+            ),
+            timeout=30,
+            what=f"spec.{UPGRADE_FIELD} defaulted by the upgraded CRD",
+        )
+        wait_for(
+            lambda: f"spec.{UPGRADE_FIELD}" in operator.log_text(),
+            timeout=15,
+            what="the operator reading the upgraded object",
+        )
+        # Before: Failed/InvalidSpec ("extra inputs are not permitted") with the Job left holding its GPU.
+        phase, running, deleting = stays(
+            lambda: (
+                cluster.status()["phase"],
+                condition(cluster.status(), "Running"),
+                bool(((cluster.job() or {}).get("metadata") or {}).get("deletionTimestamp")),
+            ),
+            seconds=3,
+        )
+        assert (phase, running, deleting) == ("Running", ("True", "Training"), False)
+        assert cluster.job() is not None
+        assert operator.log_text().count(f"ignoring the field spec.{UPGRADE_FIELD}") == 1  # once per field
+    finally:
+        cluster.api.apply(crd_path, build_crd(), field_manager="ftjob-tests")
+        wait_for(
+            lambda: (
+                UPGRADE_FIELD not in str((cluster.api.get(crd_path) or {}).get("spec", {}).get("versions"))
+            ),
+            timeout=30,
+            what="the original CRD restored",
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"output": {"uri": "file:///results/demo/"}}, "spec.output.uri", id="file-output"),
+        pytest.param({"baseModel": {"uri": "/models/smollm2/"}}, "spec.baseModel.uri", id="local-model"),
+    ],
+)
+def test_pod_local_paths_are_refused_on_a_cluster(
+    cluster: Cluster, operator: OperatorProcess, change: JsonDict, field: str
+) -> None:
+    # Before: a Job was created; the results went to the pod's emptyDir and vanished, the job Succeeded.
+    cluster.create({**SPEC, **change})
+    st = cluster.wait_condition("Failed", "True", "LocalPathOnCluster")
+    assert condition(st, "Validated") == ("False", "LocalPathOnCluster")
+    assert field in st["message"] and "ftjob local" in st["message"]
+    cluster.wait_event("Warning", "SpecInvalid")
+    assert stays(lambda: cluster.api.jobs(cluster.ns)) == []
+    assert cluster.requests("POST", "jobs") == 0
+
+
+def test_the_ttl_runs_from_the_final_status_and_is_the_operator_s(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    ttl = 5
+    cluster.create({**SPEC, "ttlSecondsAfterFinished": ttl})
+    job = cluster.wait_job()
+    assert "ttlSecondsAfterFinished" not in job["spec"]  # the TTL controller never races the operator
+    pod = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+
+    # The operator is slow to list pods when the run ends. Before: the TTL controller deleted the Job 5 s
+    # after it completed, the garbage collector its pod and the summary with it, and the operator recorded a
+    # Succeeded without metrics (or a Failed/JobDeleted).
+    cluster.proxy.add(
+        Match("GET", resource_path("pods", namespace=cluster.ns), {"labelSelector": None}),
+        Delay(6.0),  # longer than the TTL
+        times=None,
+    )
+    actors.pod_terminated(cluster.api, pod, 0, SUCCESS.to_message())
+    st = cluster.wait_status(lambda s: s.get("phase") in ("Succeeded", "Failed"), "a final status", 30)
+    assert condition(st, "Succeeded") == ("True", "TrainingSucceeded"), st
+    assert st["metrics"]["evalLoss"] == 0.87 and st["artifacts"]["adapter"] == "s3://results/demo/adapter/"
+    assert cluster.job() is not None  # kept until the final status is written ...
+    cluster.proxy.clear()
+    final = next(c for c in st["conditions"] if c["type"] == "Succeeded")["lastTransitionTime"]
+    cluster.wait_job_gone(timeout=20)  # ... then deleted by the operator, after the TTL
+    gone_at = time.time()
+    written = time.mktime(time.strptime(final, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert gone_at >= written + ttl - 1  # (second precision of lastTransitionTime)
+    assert any(
+        "spec.ttlSecondsAfterFinished after the final status" in line
+        for line in operator.log_text().splitlines()
+    )
+    # The FineTuneJob keeps its results and is never trained again.
+    st = stays(cluster.status)
+    assert st["phase"] == "Succeeded" and st["metrics"]["evalLoss"] == 0.87
+    assert cluster.requests("POST", "jobs") == 1
+
+
+def test_disruptions_are_tolerated_a_bounded_number_of_times(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    # Before: podFailurePolicy ignored every DisruptionTarget, so a pod evicted for node pressure (a full
+    # disk) was replaced, evicted again, forever; even with backoffLimit 0.
+    cluster.create({**SPEC, "backoffLimit": 0})
+    job = cluster.wait_job()
+    assert job["spec"]["activeDeadlineSeconds"] == SETTINGS.default_active_deadline_seconds
+    workspace = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "workspace")
+    assert workspace["emptyDir"] == {"sizeLimit": "96Gi"}  # 4 x the 24Gi of memory
+    pod = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+    actors.pod_disrupted(cluster.api, pod, reason="TerminationByKubelet")
+    # The real Job controller counts the disruption against backoffLimit and fails the Job.
+    st = cluster.wait_condition("Failed", "True", "BackoffLimitExceeded", timeout=30)
+    assert "disrupted (TerminationByKubelet" in st["message"], st["message"]
+    assert (cluster.job_condition("Failed") or {}).get("reason") == "BackoffLimitExceeded"
+    assert stays(lambda: [p["metadata"]["name"] for p in cluster.pods()]) == [pod["metadata"]["name"]]
+
+
+def test_a_workspace_that_outgrows_its_limit_is_not_retried(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    # Before: the eviction was ignored (DisruptionTarget) and the Job started a pod that filled the same
+    # workspace again, forever.
+    cluster.create({**SPEC, "backoffLimit": 2})
+    pod = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+    evicted = 'Usage of EmptyDir volume "workspace" exceeds the limit "96Gi". '
+    actors.patch_pod_status(
+        cluster.api,
+        pod,
+        {
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": evicted,
+            "conditions": [
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "TerminationByKubelet",
+                    "message": evicted,
+                    "lastTransitionTime": actors.now(),
+                }
+            ],
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "image": pod["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 137,
+                            "reason": "Error",
+                            "startedAt": actors.now(),
+                            "finishedAt": actors.now(),
+                        }
+                    },
+                }
+            ],
+        },
+    )
+    st = cluster.wait_condition("Failed", "True", "WorkspaceFull")
+    assert "spec.resources.scratchSize" in st["message"] and "96Gi" in st["message"]
+    cluster.wait_job_gone()
+    assert [p["metadata"]["name"] for p in cluster.pods()] in ([], [pod["metadata"]["name"]])
+    assert stays(lambda: cluster.status()["phase"]) == "Failed"
+    assert cluster.requests("POST", "jobs") == 1

@@ -92,3 +92,18 @@ def test_finished_progress() -> None:
         "loss": 0.7,
         "stage": "done",
     }
+
+
+def test_records_and_summaries_of_a_newer_trainer_are_read() -> None:
+    # A trainer image newer than the operator (pinned through spec.image) adds fields: before, the whole
+    # progress record (and the whole termination summary, metrics and artifacts) was dropped.
+    from ftjob.contract import TerminationSummary
+
+    line = format_progress_line(rec(5, 10)).rstrip("}") + ', "gpuUtilisation": 0.93}'
+    parsed = parse_latest_progress(line + "\n")
+    assert parsed is not None and parsed.step == 5
+    summary = TerminationSummary.parse(
+        '{"outcome": "Succeeded", "reason": "TrainingSucceeded", "message": "done", "carbonGrams": 12,'
+        ' "metrics": {"evalLoss": 0.5, "newMetric": 1}}'
+    )
+    assert summary is not None and summary.metrics is not None and summary.metrics.eval_loss == 0.5

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ftjob.contract import SECRET_ENV_NAMES
-from ftjob_operator.render import render_job
+from ftjob_operator.render import render_job, scale_quantity
 from ftjob_operator.settings import DEFAULT_TRAINER_IMAGE, OperatorSettings
 
 from .factories import NAME, NAMESPACE, UID, ftj
@@ -71,10 +71,11 @@ DEFAULTS: dict[str, Any] = {
     "spec.backoffLimit": 2,
     "spec.suspend": False,
     "spec.podReplacementPolicy": "Failed",
-    "spec.activeDeadlineSeconds": ABSENT,
+    "spec.activeDeadlineSeconds": 7 * 24 * 3600,  # the operator's default: no Job holds GPUs forever
     "spec.ttlSecondsAfterFinished": ABSENT,
     "spec.podFailurePolicy.rules": [
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        # Counted: tolerated backoffLimit times, never forever (an eviction for a full disk repeats).
+        {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         {
             "action": "FailJob",
             "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3, 4]},
@@ -126,7 +127,7 @@ DEFAULTS: dict[str, Any] = {
         {"name": "tmp", "mountPath": "/tmp"},
     ],
     f"{POD}.volumes": [
-        {"name": "workspace", "emptyDir": {}},
+        {"name": "workspace", "emptyDir": {"sizeLimit": "128Gi"}},  # 4 x the memory (32Gi)
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
         {"name": "tmp", "emptyDir": {}},
     ],
@@ -167,9 +168,9 @@ CASES = [
         id="cpu-only-no-gpu-limit",
     ),
     pytest.param(
-        {"resources": {"gpus": 4, "gpuResourceName": "amd.com/gpu"}},
+        {"resources": {"gpus": 1, "gpuResourceName": "amd.com/gpu"}},
         SETTINGS,
-        {f"{C}.resources.limits": {"cpu": "4", "memory": "32Gi", "amd.com/gpu": "4"}},
+        {f"{C}.resources.limits": {"cpu": "4", "memory": "32Gi", "amd.com/gpu": "1"}},
         id="gpu-resource-name-and-count",
     ),
     pytest.param(
@@ -187,7 +188,8 @@ CASES = [
     pytest.param(
         {"activeDeadlineSeconds": 7200, "backoffLimit": 5, "ttlSecondsAfterFinished": 86400},
         SETTINGS,
-        {"spec.activeDeadlineSeconds": 7200, "spec.backoffLimit": 5, "spec.ttlSecondsAfterFinished": 86400},
+        # The TTL is the operator's to apply, after the final status: never the TTL controller's.
+        {"spec.activeDeadlineSeconds": 7200, "spec.backoffLimit": 5, "spec.ttlSecondsAfterFinished": ABSENT},
         id="deadline-backoff-ttl",
     ),
     pytest.param(
@@ -330,3 +332,24 @@ def test_rendering_is_a_pure_function() -> None:
     before = json.dumps(obj, sort_keys=True)
     assert render_job(obj, SETTINGS) == render_job(obj, SETTINGS)
     assert json.dumps(obj, sort_keys=True) == before
+
+
+@pytest.mark.parametrize(
+    ("quantity", "scaled"),
+    [("32Gi", "128Gi"), ("1.5Gi", "6Gi"), ("34359738368", "137438953472"), ("1e9", "4e9"), ("500M", "2000M")],
+)
+def test_scale_quantity(quantity: str, scaled: str) -> None:
+    assert scale_quantity(quantity, 4) == scaled
+
+
+def test_the_workspace_is_bounded_by_default_and_the_deadline_is_the_operator_s() -> None:
+    job = render_job(
+        ftj({"resources": {"memory": "24Gi"}}), OperatorSettings(default_active_deadline_seconds=60)
+    )
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["workspace"]["emptyDir"] == {"sizeLimit": "96Gi"}
+    assert job["spec"]["activeDeadlineSeconds"] == 60
+    job = render_job(
+        ftj({"activeDeadlineSeconds": 7200}), OperatorSettings(default_active_deadline_seconds=60)
+    )
+    assert job["spec"]["activeDeadlineSeconds"] == 7200

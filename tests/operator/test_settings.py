@@ -74,6 +74,8 @@ from ftjob_operator.settings import OperatorSettings, settings_from
                 "2",
                 "--termination-grace-period",
                 "30",
+                "--default-active-deadline",
+                "3600",
             ],
             {"FTJOB_TRAINER_IMAGE": "env:1", "FTJOB_LOG_LEVEL": "DEBUG"},
             {
@@ -84,6 +86,7 @@ from ftjob_operator.settings import OperatorSettings, settings_from
                 "progress_interval_seconds": 0.5,
                 "image_pull_grace_seconds": 2.0,
                 "termination_grace_period_seconds": 30,
+                "default_active_deadline_seconds": 3600,
             },
             id="flags",
         ),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ftjob.contract import ExitCode
-from ftjob_trainer.chat_masks import ChatTemplateUnsupported, assistant_spans, tokenize_chat
+from ftjob_trainer.chat_masks import MAX_MESSAGES, ChatTemplateUnsupported, assistant_spans, tokenize_chat
 
 transformers = pytest.importorskip("transformers")
 
@@ -230,6 +230,15 @@ def test_max_length_at_or_above_the_length_changes_nothing(tokenizer: Any) -> No
 def test_max_length_must_be_positive(tokenizer: Any) -> None:
     with pytest.raises(ValueError, match="max_length must be >= 1"):
         tokenize_chat(tokenizer, CONVERSATION, max_length=0)
+
+
+def test_more_turns_than_the_cap_are_refused_before_any_rendering(tokenizer: Any) -> None:
+    # Locating turns is quadratic in their number (1,600 messages took 4-19 s); the data checks drop such
+    # examples, and this is the backstop.
+    turns = [CONVERSATION[1], CONVERSATION[2]] * (MAX_MESSAGES // 2 + 1)
+    with pytest.raises(ValueError, match=f"{len(turns)} messages, more than {MAX_MESSAGES}"):
+        tokenize_chat(tokenizer, turns)
+    tokenize_chat(tokenizer, turns, loss_on="all")  # one rendering: linear, so not capped
 
 
 def test_loss_on_all_masks_every_token(tokenizer: Any) -> None:

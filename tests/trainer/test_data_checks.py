@@ -193,8 +193,10 @@ def test_content_accepted(conversation: tuple[Message, ...], cleaning: dict[str,
 def test_reason_names_are_stable_and_ordered() -> None:
     # Automation and dashboards key on these names, and counting depends on this order.
     assert [reason.value for reason in DropReason] == [
+        "lineTooLong",
         "invalidJson",
         "wrongSchema",
+        "tooManyMessages",
         "missingTurn",
         "badRoleOrder",
         "duplicate",

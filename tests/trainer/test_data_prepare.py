@@ -133,8 +133,18 @@ class ReasonCase:
 
 
 REASONS = {
+    DropReason.LINE_TOO_LONG: ReasonCase(
+        lambda rows: chat("Say it at length.", "word " * 300),
+        "longer than maxLineBytes 1024",
+        {"maxLineBytes": 1024},
+    ),
     DropReason.INVALID_JSON: ReasonCase(lambda rows: '{"messages": [{"role": "user"', "Expecting"),
     DropReason.WRONG_SCHEMA: ReasonCase(lambda rows: {"messages": {"user": "hi"}}, '"messages" is an object'),
+    DropReason.TOO_MANY_MESSAGES: ReasonCase(
+        lambda rows: {"messages": chat("One?", "Two.")["messages"] + chat("Three?", "Four.")["messages"][1:]},
+        "5 messages, more than maxMessages 4",
+        {"maxMessages": 4},
+    ),
     DropReason.MISSING_TURN: ReasonCase(
         lambda rows: {"messages": [{"role": "user", "content": "Anyone there?"}]}, "no assistant turn"
     ),

@@ -167,6 +167,23 @@ def test_config_errors_are_config_invalid(env: dict[str, str], message: str) -> 
         TrainerConfig.from_env(env)
 
 
+def test_a_newer_operator_s_spec_is_read_leniently(caplog: pytest.LogCaptureFixture) -> None:
+    # An older trainer image (pinned through spec.image) under an operator whose CRD added defaulted fields.
+    env = env_with({**BASE, "futureField": {"x": 1}, "training": {"epochs": 2, "futureKnob": True}})
+    env[contract.ENV_CONTRACT_VERSION] = str(contract.CONTRACT_VERSION + 1)
+    with caplog.at_level("INFO", logger="ftjob.trainer"):
+        config = TrainerConfig.from_env(env)
+    assert config.spec.training.epochs == 2
+    logged = caplog.text
+    assert "spec.futureField" in logged and "spec.training.futureKnob" in logged
+    assert f"contract version {contract.CONTRACT_VERSION + 1}" in logged
+    # Known fields are still checked strictly, unknown ones or not.
+    with pytest.raises(ConfigInvalid, match=r"spec.peft.r: must be >= 1"):
+        TrainerConfig.from_env(env_with({**BASE, "futureField": 1, "peft": {"r": 0}}))
+    with pytest.raises(ConfigInvalid, match="FTJOB_CONTRACT_VERSION is not an integer"):
+        TrainerConfig.from_env({**env_with(BASE), contract.ENV_CONTRACT_VERSION: "two"})
+
+
 def test_fingerprint_follows_training_fields_only() -> None:
     first = TrainerConfig.from_env(env_with(BASE))
     same = TrainerConfig.from_env(

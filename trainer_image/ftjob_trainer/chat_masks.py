@@ -9,6 +9,10 @@ ChatML among them) have none. This module derives the mask from the template's o
   turn starts) and up to and including it (where it ends): the characters in between are the turn;
 - tokenize the full text once with offsets and mark the tokens that overlap a turn.
 
+That costs one rendering per turn, each as long as the conversation so far: time quadratic in the number
+of turns. The data checks drop examples with more than `cleaning.maxMessages` messages, and this module
+refuses more than `MAX_MESSAGES`, so one example costs at most about a second.
+
 That relies on the template being prefix-consistent: each of those partial renderings must be a prefix of
 the next. ChatML, Llama 3, Gemma, Phi and Mistral templates are. Templates that render earlier turns
 differently once the conversation goes on (Qwen3 drops earlier reasoning) are not; they raise
@@ -29,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ftjob.api.data import MAX_MESSAGES_CEILING
 from ftjob_trainer.errors import ConfigInvalid
 
 if TYPE_CHECKING:
@@ -36,6 +41,9 @@ if TYPE_CHECKING:
 
 LossOn = Literal["assistant", "all"]
 Message = Mapping[str, Any]
+
+MAX_MESSAGES = MAX_MESSAGES_CEILING
+"""The most messages `assistant_spans` accepts (see the module docstring)."""
 
 
 class ChatTemplateUnsupported(ConfigInvalid):
@@ -100,8 +108,13 @@ def assistant_spans(
     """Render `messages` and return the text and the `[start, end)` character span of each assistant turn.
 
     Raises `ChatTemplateUnsupported` when the template is not prefix-consistent or does not render an
-    assistant reply verbatim.
+    assistant reply verbatim, and `ValueError` for more than `MAX_MESSAGES` messages.
     """
+    if len(messages) > MAX_MESSAGES:
+        raise ValueError(
+            f"{len(messages)} messages, more than {MAX_MESSAGES}: locating assistant turns takes time "
+            "quadratic in the number of turns (the data checks drop such examples first)"
+        )
     full = _render(tokenizer, messages, add_generation_prompt=False, chat_template=chat_template)
     spans: list[tuple[int, int]] = []
     for index, message in enumerate(messages):

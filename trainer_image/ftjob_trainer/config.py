@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,33 @@ from pydantic import ValidationError
 
 from ftjob import contract
 from ftjob.api import FineTuneJobSpec, format_validation_errors
+from ftjob.api.lenient import parse_spec_leniently
 
 from .errors import ConfigInvalid
+
+log = logging.getLogger("ftjob.trainer")
+
+
+def check_contract_version(env: Mapping[str, str]) -> int:
+    """The contract version the operator rendered the Job with (absent: 1, before versions existed).
+
+    A newer version than this trainer knows is logged, not refused: compatible changes (new defaulted
+    fields) keep the version, and the spec is read leniently below; only an incompatible change raises it.
+    """
+    raw = env.get(contract.ENV_CONTRACT_VERSION, "1")
+    try:
+        version = int(raw)
+    except ValueError as exc:
+        raise ConfigInvalid(f"{contract.ENV_CONTRACT_VERSION} is not an integer: {raw!r}") from exc
+    if version > contract.CONTRACT_VERSION:
+        log.warning(
+            "the operator speaks contract version %d, this trainer image version %d: update the trainer image",
+            version,
+            contract.CONTRACT_VERSION,
+        )
+    else:
+        log.info("operator-trainer contract version %d", version)
+    return version
 
 
 @dataclass(frozen=True)
@@ -35,11 +61,14 @@ class TrainerConfig:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigInvalid(f"{contract.ENV_SPEC} is not valid JSON: {exc}") from exc
+        check_contract_version(env)
         try:
-            spec = FineTuneJobSpec.model_validate(data)
+            spec, unknown = parse_spec_leniently(data)
         except ValidationError as exc:
             lines = format_validation_errors(exc, prefix="spec")
             raise ConfigInvalid("invalid spec: " + "; ".join(lines)) from exc
+        for path in unknown:
+            log.warning("ignoring the field spec.%s, unknown to this trainer image (newer operator?)", path)
         return cls(
             spec=spec,
             name=env.get(contract.ENV_NAME, "local"),

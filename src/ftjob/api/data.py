@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
 from .meta import ApiModel
 from .uris import DataUri
+
+MAX_LINE_BYTES_CEILING: Final = 16 * 1024 * 1024
+"""The trainer never holds a longer line in memory, whatever `maxLineBytes` says."""
+MAX_MESSAGES_CEILING: Final = 512
+"""The most messages per example `maxMessages` may allow: locating assistant turns renders the chat
+template once per turn (time quadratic in turns: about 1.5 s for 512 messages on one CPU core)."""
 
 
 class CleaningSpec(ApiModel):
@@ -27,6 +33,11 @@ class CleaningSpec(ApiModel):
     """Drop examples whose user message is shorter than this many characters."""
     output_format: Literal["text", "json"] = "text"
     """`json`: every assistant answer must parse as JSON, and evaluation reports JSON validity."""
+    max_messages: int = Field(default=128, ge=2, le=MAX_MESSAGES_CEILING)
+    """Drop examples with more messages than this (`tooManyMessages`): finding the assistant turns takes time
+    quadratic in the number of messages (about 1.5 s for 512 on one CPU core)."""
+    max_line_bytes: int = Field(default=1024 * 1024, ge=1024, le=MAX_LINE_BYTES_CEILING)
+    """Drop lines longer than this many bytes (`lineTooLong`) without reading them whole."""
 
 
 class DataSpec(ApiModel):

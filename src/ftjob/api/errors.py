@@ -6,6 +6,7 @@ Used by the operator (InvalidSpec conditions and Events), the CLI (`ftjob valida
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +14,10 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from .spec import SpecViolations
+from .uris import mask_userinfo
 
 _MAX_VALUE_CHARS = 120
+_MAX_KEY_CHARS = 63
 
 _TEMPLATES = {
     "greater_than_equal": "must be >= {ge}",
@@ -48,16 +51,30 @@ def _path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not (part.isprintable() and len(part) <= _MAX_KEY_CHARS):
+            # A key from the manifest: it must not break the one-line message or make it huge.
+            out += f"[{show_value(part)}]"
         else:
             out += f".{part}" if out else str(part)
     return out
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """The value as JSON, cut at _MAX_VALUE_CHARS. Encoding stops as soon as that much is known: the value
+    may be huge (a YAML alias expands to millions of items without taking memory until serialised)."""
+    chunks: list[str] = []
+    size = 0
     try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
+        for chunk in json.JSONEncoder(default=reprlib.repr).iterencode(value):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > _MAX_VALUE_CHARS:
+                break
+        text = "".join(chunks)
+    except (TypeError, ValueError, RecursionError):  # keys JSON cannot hold, a value that contains itself
+        text = reprlib.repr(value)
+    # Masked before cutting, so that a cut never leaves a password without the "@" that marks it.
+    text = mask_userinfo(text)
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
 
 
@@ -88,13 +105,13 @@ def format_validation_errors(exc: ValidationError, prefix: str = "") -> list[str
         if isinstance(error, SpecViolations):
             for v in error.violations:
                 where = _path([*loc, v.path])
-                lines.append(f"{where}: {v.message} (got {_show(v.value)})")
+                lines.append(f"{where}: {v.message} (got {show_value(v.value)})")
             continue
         where = _path(loc) or "(root)"
         if err["type"] in ("missing", "extra_forbidden"):
             lines.append(f"{where}: {_message(err)}")
         else:
-            lines.append(f"{where}: {_message(err)} (got {_show(err['input'])})")
+            lines.append(f"{where}: {_message(err)} (got {show_value(err['input'])})")
     return _dedupe(lines)
 
 

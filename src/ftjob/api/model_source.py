@@ -12,7 +12,8 @@ class BaseModelSpec(ApiModel):
 
     uri: ModelUri
     """Model location: `hf://org/name@revision` (revision pinned: a commit, tag or branch),
-    `s3://bucket/prefix/` holding a saved model folder, or an absolute path on a mounted volume."""
+    `s3://bucket/prefix/` holding a saved model folder, or a local path (`file://` or absolute) with
+    `ftjob local` only (the operator refuses it: a trainer pod mounts no such volume)."""
     token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a Hugging Face token, for gated or private `hf://` models."""
     trust_remote_code: bool = False

@@ -13,7 +13,8 @@ class OutputSpec(ApiModel):
     `manifest.json` and `checkpoints/`."""
 
     uri: OutputUri
-    """Output prefix, `s3://bucket/prefix/` or `file:///path/`."""
+    """Output prefix, `s3://bucket/prefix/`; `file:///path/` only with `ftjob local` (the operator refuses it:
+    a trainer pod has only temporary volumes)."""
     merge_adapter: bool = False
     """Also save the base model with the adapter merged in (`merged/`), ready for serving."""
 

@@ -8,6 +8,13 @@ from pydantic import Field
 
 from .common import DNS_SUBDOMAIN_PATTERN, Quantity
 from .meta import ApiModel
+from .rules import FieldRule
+
+SINGLE_GPU = FieldRule(
+    holds=lambda gpus: gpus <= 1,
+    cel="self <= 1",
+    message="multi-GPU training is not supported yet: the trainer runs a single process on one GPU; use 1 (or 0 for the CPU)",
+)
 
 LabelKey = Annotated[
     str,
@@ -34,7 +41,7 @@ class Toleration(ApiModel):
 class ResourcesSpec(ApiModel):
     """What the trainer pod asks for and where it may run."""
 
-    gpus: int = Field(default=1, ge=0, le=64)
+    gpus: Annotated[int, Field(ge=0, le=64), SINGLE_GPU] = 1
     """GPUs for the trainer (a `limits` entry of `gpuResourceName`). 0 runs on the CPU with plain LoRA."""
     gpu_resource_name: str = Field(
         default="nvidia.com/gpu", max_length=253, pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$"

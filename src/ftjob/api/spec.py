@@ -71,11 +71,12 @@ class FineTuneJobSpec(ApiModel):
     """Stop the job (the trainer checkpoints on SIGTERM) while true; resume from the checkpoint when set back
     to false. The only field that may change after creation."""
     active_deadline_seconds: int | None = Field(default=None, ge=1, le=31_536_000)
-    """Fail the job when it has run for longer than this."""
+    """Fail the job when it has run for longer than this (unset: the operator's default, 7 days)."""
     backoff_limit: int = Field(default=2, ge=0, le=100)
     """Retries of the trainer pod after infrastructure errors (user errors fail at once)."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=31_536_000)
-    """Delete the finished Job (not the FineTuneJob, whose status keeps the results) after this long."""
+    """Delete the finished Job (not the FineTuneJob, whose status keeps the results) this many seconds after
+    the final status was written. The operator deletes it; the Job itself carries no TTL."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> FineTuneJobSpec:

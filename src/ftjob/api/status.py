@@ -9,10 +9,13 @@ from pydantic import Field
 
 from .conditions import Phase
 from .meta import ApiModel
+from .uris import MAX_URI_LENGTH
 
 Text = Annotated[str, Field(max_length=32768)]
 ShortText = Annotated[str, Field(max_length=1024)]
 Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
+ArtifactUri = Annotated[str, Field(max_length=MAX_URI_LENGTH + 64)]
+"""`spec.output.uri` (up to MAX_URI_LENGTH characters) with a path such as `/eval/report.md` appended."""
 MetricMap = Annotated[dict[Annotated[str, Field(max_length=64)], float], Field(max_length=32)]
 
 
@@ -97,17 +100,17 @@ class Metrics(ApiModel):
 class Artifacts(ApiModel):
     """Where the results are."""
 
-    adapter: ShortText | None = None
+    adapter: ArtifactUri | None = None
     """The LoRA adapter (safetensors, adapter config, tokenizer)."""
-    merged_model: ShortText | None = None
+    merged_model: ArtifactUri | None = None
     """The base model with the adapter merged, when requested."""
-    eval_report: ShortText | None = None
+    eval_report: ArtifactUri | None = None
     """Readable evaluation report (Markdown, with the loss curve)."""
-    eval_results: ShortText | None = None
+    eval_results: ArtifactUri | None = None
     """`eval.json`: every metric, base and tuned."""
-    data_report: ShortText | None = None
+    data_report: ArtifactUri | None = None
     """What the data checks found, with samples and line numbers."""
-    manifest: ShortText | None = None
+    manifest: ArtifactUri | None = None
     """Provenance: input hashes, versions, hyperparameters, metrics."""
 
 

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field
 
 from .common import ObjectName, SecretKey
 from .meta import ApiModel
+from .rules import FieldRule
+from .uris import URL_USERINFO
 
-EndpointUrl = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]
+NO_CREDENTIALS_IN_URL = FieldRule(
+    holds=lambda url: re.match(URL_USERINFO, url) is None,
+    cel=f"!self.matches(r'{URL_USERINFO}')",
+    message="must not contain credentials (user:password@); put them in the Secret named by credentialsSecretRef",
+)
+"""The endpoint is copied into the Job, the status and Events: a password in it would be shown to anyone who
+can read those."""
+
+EndpointUrl = Annotated[
+    str,
+    Field(min_length=1, max_length=512, pattern=r"^https?://[^\s/]+(/[^\s]*)?$"),
+    NO_CREDENTIALS_IN_URL,
+]
 
 
 class CredentialsSecretRef(ApiModel):

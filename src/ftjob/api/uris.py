@@ -23,6 +23,16 @@ FILE_URI = r"^file:///[^\s]*$"
 LOCAL_PATH = r"^/[^\s]*$"
 DOT_DOT_SEGMENT = r"(^|/)\.\.(/|$)"
 
+URL_USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+"""A URL with `user[:password]@` before its host."""
+_USERINFO_ANYWHERE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@'\"<>]+@")
+
+
+def mask_userinfo(text: str, mask: str = "[REDACTED]") -> str:
+    """`text` with the `user:password` of every URL in it replaced by `mask`."""
+    return _USERINFO_ANYWHERE.sub(lambda m: f"{m.group(1)}{mask}@", text)
+
+
 _SCHEME_PATTERNS = {"s3": S3_URI, "hf": HF_URI, "file": FILE_URI, "path": LOCAL_PATH}
 _SCHEME_HINTS = {
     "s3": "s3://bucket/key",

@@ -7,6 +7,7 @@ rules is counted once, under the first.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,16 +15,25 @@ from typing import Final, Literal, TypeAlias
 
 from ftjob.api.data import CleaningSpec
 
+from .. import bounded_json
+
+DEFAULT_MAX_MESSAGES: Final = CleaningSpec().max_messages
+
 Role: TypeAlias = Literal["system", "user", "assistant"]
 ROLES: Final[tuple[Role, ...]] = ("system", "user", "assistant")
 _QUOTE_CHARS = 60
+# JSON may spell a lone UTF-16 surrogate ("\ud800"); Python then holds a string that cannot be written as
+# UTF-8, so the cleaned file (and any report quoting it) would fail to write.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 class DropReason(StrEnum):
     """Why an example was dropped; the values are stable names that automation may rely on."""
 
+    LINE_TOO_LONG = "lineTooLong"
     INVALID_JSON = "invalidJson"
     WRONG_SCHEMA = "wrongSchema"
+    TOO_MANY_MESSAGES = "tooManyMessages"
     MISSING_TURN = "missingTurn"
     BAD_ROLE_ORDER = "badRoleOrder"
     DUPLICATE = "duplicate"
@@ -54,19 +64,20 @@ class Message:
 Conversation: TypeAlias = tuple[Message, ...]
 
 
-def parse_conversation(text: str) -> Conversation | Drop:
-    """The structural checks, in order: `invalidJson`, `wrongSchema`, `missingTurn`, `badRoleOrder`."""
+def parse_conversation(text: str, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> Conversation | Drop:
+    """The structural checks, in order: `invalidJson` (nesting deeper than bounded_json.MAX_DEPTH
+    included), `wrongSchema`, `tooManyMessages`, `missingTurn`, `badRoleOrder`."""
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        return Drop(DropReason.INVALID_JSON, f"{err.msg} at column {err.colno}")
-    conversation = check_schema(document)
+        document = bounded_json.loads(text, position="column")
+    except bounded_json.JsonRefused as err:
+        return Drop(DropReason.INVALID_JSON, str(err))
+    conversation = check_schema(document, max_messages=max_messages)
     if isinstance(conversation, Drop):
         return conversation
     return check_turns(conversation) or check_role_order(conversation) or conversation
 
 
-def check_schema(document: object) -> Conversation | Drop:
+def check_schema(document: object, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> Conversation | Drop:
     if not isinstance(document, dict):
         return _wrong_schema(f"the line is {_json_type(document)}, not an object")
     if "messages" not in document:
@@ -74,6 +85,12 @@ def check_schema(document: object) -> Conversation | Drop:
     messages = document["messages"]
     if not isinstance(messages, list):
         return _wrong_schema(f'"messages" is {_json_type(messages)}, not an array')
+    if len(messages) > max_messages:
+        # Counted before any message is looked at: the cost of a line must not grow with a list it drops.
+        return Drop(
+            DropReason.TOO_MANY_MESSAGES,
+            f"{len(messages)} messages, more than maxMessages {max_messages}",
+        )
     conversation: list[Message] = []
     for index, item in enumerate(messages):
         message = _check_message(index, item)
@@ -94,6 +111,13 @@ def _check_message(index: int, item: object) -> Message | Drop:
         return _wrong_schema(f"{where}.role is {_show(role)}; expected one of {', '.join(ROLES)}")
     if not isinstance(content, str):
         return _wrong_schema(f"{where}.content is {_json_type(content)}, not a string")
+    surrogate = _SURROGATE.search(content)
+    if surrogate is not None:
+        return Drop(
+            DropReason.INVALID_JSON,
+            f"{where}.content has an unpaired surrogate escape (\\u{ord(surrogate.group()):04x} at character "
+            f"{surrogate.start() + 1}), which is not Unicode text",
+        )
     return Message(role, content)
 
 
@@ -159,12 +183,11 @@ def check_user_chars(conversation: Conversation, min_chars: int) -> Drop | None:
 def check_json_answers(conversation: Conversation) -> Drop | None:
     for index, message in _turns(conversation, "assistant"):
         try:
-            json.loads(message.content)
-        except json.JSONDecodeError as err:
+            bounded_json.loads(message.content)
+        except bounded_json.JsonRefused as err:
             return Drop(
                 DropReason.INVALID_JSON_ANSWER,
-                f"messages[{index}] (assistant) is not JSON ({err.msg} at character {err.pos + 1}): "
-                f"{_quote(message.content)}",
+                f"messages[{index}] (assistant) is not JSON ({err}): {_quote(message.content)}",
             )
     return None
 
@@ -197,10 +220,15 @@ def _json_type(value: object) -> str:
 
 
 def _show(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)[:_QUOTE_CHARS]
+    return _writable(json.dumps(value, ensure_ascii=False)[:_QUOTE_CHARS])
 
 
 def _quote(text: str) -> str:
     """A short, single-line rendering of user text for a detail message."""
-    shown = json.dumps(text[:_QUOTE_CHARS], ensure_ascii=False)
+    shown = _writable(json.dumps(text[:_QUOTE_CHARS], ensure_ascii=False))
     return shown if len(text) <= _QUOTE_CHARS else shown[:-1] + '…"'
+
+
+def _writable(text: str) -> str:
+    """`text` with lone surrogates replaced, so that a detail can always be written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)

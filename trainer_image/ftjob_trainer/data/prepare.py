@@ -18,7 +18,7 @@ from ftjob.api.data import DataSpec
 from ..errors import DataInvalid
 from .checks import Conversation, Drop, DropReason, check_content, parse_conversation
 from .dedup import DedupIndex, Fingerprint, Match
-from .reader import MAX_LINE_BYTES, JsonlReader, Line
+from .reader import JsonlReader, Line
 from .report import DataReport, DropTally, InputReport, InputRole, token_stats
 from .split import split_file
 
@@ -96,7 +96,6 @@ def prepare_data(
     max_seq_length: int,
     out_dir: Path,
     count_tokens: TokenCounter | None = None,
-    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> PreparedData:
     """Check both files, write the kept examples to `out_dir`, and report.
 
@@ -104,7 +103,7 @@ def prepare_data(
     examples or no validation example remain, or when the chat template rejects an example."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = _Outputs(out_dir, train_path, validation_path)
-    cleaner = _Cleaner(spec, count_tokens, max_line_bytes)
+    cleaner = _Cleaner(spec, count_tokens)
     try:
         report = _run(cleaner, outputs, seed=seed, max_seq_length=max_seq_length)
     except _TokenizerFailed as err:
@@ -197,10 +196,10 @@ def _run(cleaner: _Cleaner, outputs: _Outputs, *, seed: int, max_seq_length: int
 class _Cleaner:
     """Cleans input files one after the other; the training file's index stays for the overlap check."""
 
-    def __init__(self, spec: DataSpec, count_tokens: TokenCounter | None, max_line_bytes: int) -> None:
+    def __init__(self, spec: DataSpec, count_tokens: TokenCounter | None) -> None:
         self.spec = spec
         self.count_tokens = count_tokens
-        self.max_line_bytes = max_line_bytes
+        self.max_line_bytes = spec.cleaning.max_line_bytes
         self.train_index = DedupIndex(spec.cleaning.near_duplicate_threshold)
         self._done: list[InputReport] = []
         self._current: _Progress | None = None
@@ -245,12 +244,14 @@ class _Cleaner:
     def _check(
         self, line: Line, own: DedupIndex, reference: DedupIndex | None
     ) -> tuple[Conversation, Fingerprint] | Drop:
+        cleaning = self.spec.cleaning
+        if line.too_long:
+            return Drop(DropReason.LINE_TOO_LONG, f"longer than maxLineBytes {cleaning.max_line_bytes}")
         if line.problem is not None:
             return Drop(DropReason.INVALID_JSON, line.problem)
-        conversation = parse_conversation(line.text)
+        conversation = parse_conversation(line.text, max_messages=cleaning.max_messages)
         if isinstance(conversation, Drop):
             return conversation
-        cleaning = self.spec.cleaning
         print_ = Fingerprint(conversation, near=cleaning.drop_near_duplicates)
         drop = (
             _duplicate_of(own, print_, exact=cleaning.drop_duplicates, near=cleaning.drop_near_duplicates)

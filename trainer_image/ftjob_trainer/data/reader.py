@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-MAX_LINE_BYTES = 16 * 1024 * 1024
-"""A longer line is reported as invalid instead of read: a file without newlines must not be able to
-make the trainer load it whole."""
+from ftjob.api.data import MAX_LINE_BYTES_CEILING
+
+MAX_LINE_BYTES = MAX_LINE_BYTES_CEILING
+"""A longer line is reported instead of read: a file without newlines must not be able to make the
+trainer load it whole. The spec's `cleaning.maxLineBytes` usually sets a lower limit."""
 
 _BOM = b"\xef\xbb\xbf"
 _EXCERPT_BYTES = 1024
@@ -25,6 +27,8 @@ class Line:
     """1-based line number in the file, as an editor shows it."""
     text: str
     problem: str | None = None
+    too_long: bool = False
+    """The line exceeded the reader's limit (then `problem` says so, and `text` is its start)."""
 
 
 class JsonlReader:
@@ -84,7 +88,7 @@ class JsonlReader:
     def _decode(self, number: int, raw: bytes, complete: bool) -> Line | None:
         if not complete:
             excerpt = raw[:_EXCERPT_BYTES].decode("utf-8", "replace")
-            return Line(number, excerpt, f"line is longer than {self.max_line_bytes} bytes")
+            return Line(number, excerpt, f"line is longer than {self.max_line_bytes} bytes", too_long=True)
         if not raw.strip():
             return None
         try:

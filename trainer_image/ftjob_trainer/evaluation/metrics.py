@@ -1,14 +1,24 @@
-"""Task metrics on generated answers. Pure functions of strings; each returns a score in [0, 1]."""
+"""Task metrics on generated answers. Pure functions of strings; each returns a score in [0, 1].
+
+They run on whatever a model generated, degenerate output included (runaway brackets, one character
+repeated thousands of times), so no string may raise or take more than linear-ish time: JSON goes
+through `bounded_json`, token lists are capped at `MAX_TOKENS`, and ROUGE-L's longest common
+subsequence is computed bit-parallel instead of with an O(n*m) table.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
+
+from .. import bounded_json
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+MAX_TOKENS: Final = 20_000
+"""Token F1 and ROUGE-L score the first this many tokens of each side (far beyond any useful answer)."""
 
 
 def normalise(text: str) -> str:
@@ -17,8 +27,8 @@ def normalise(text: str) -> str:
 
 def parse_json(text: str) -> tuple[bool, Any]:
     try:
-        return True, json.loads(text)
-    except (json.JSONDecodeError, ValueError):
+        return True, bounded_json.loads(text)
+    except bounded_json.JsonRefused:
         return False, None
 
 
@@ -28,13 +38,20 @@ def exact_match(prediction: str, reference: str) -> float:
     ok_pred, pred_value = parse_json(prediction)
     ok_ref, ref_value = parse_json(reference)
     if ok_pred and ok_ref:
-        return float(pred_value == ref_value)
+        # Identical text counts even when the values compare unequal (NaN is not equal to itself).
+        return float(pred_value == ref_value or normalise(prediction) == normalise(reference))
     return float(normalise(prediction) == normalise(reference))
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased words and punctuation marks: JSON keys, values and braces each count."""
-    return _WORD.findall(text.lower())
+    """Lower-cased words and punctuation marks (JSON keys, values and braces each count), at most
+    `MAX_TOKENS` of them."""
+    found: list[str] = []
+    for match in _WORD.finditer(text.lower()):
+        if len(found) == MAX_TOKENS:
+            break
+        found.append(match.group())
+    return found
 
 
 def token_f1(prediction: str, reference: str) -> float:
@@ -50,13 +67,22 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    previous = [0] * (len(b) + 1)
+    """Length of the longest common subsequence, bit-parallel (Allison and Dix 1986; Hyyrö 2004).
+
+    Bit j of `row` is 0 where the LCS length increases at b[j] in the current DP row; each element of
+    `a` updates the whole row in a few big-integer operations, so the cost is len(a) * len(b) / 64
+    machine words rather than len(a) * len(b) Python steps."""
+    if not a or not b:
+        return 0
+    matches: dict[str, int] = {}
+    for j, y in enumerate(b):
+        matches[y] = matches.get(y, 0) | (1 << j)
+    full = (1 << len(b)) - 1
+    row = full
     for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+        hits = row & matches.get(x, 0)
+        row = ((row + hits) | (row - hits)) & full
+    return len(b) - row.bit_count()
 
 
 def rouge_l(prediction: str, reference: str) -> float:
