@@ -121,13 +121,15 @@ class Reconciler:
             self.forget(namespace, name)
             return None
         old: JsonDict = dict(ftj.get("status") or {})
-        now = self._clock()
         if is_terminal(old):
-            return self._settle_terminal(ftj, old, now)
+            return self._settle_terminal(ftj, old, self._clock())
 
         job = self._kube.get_job(namespace, job_name(name))
         pods = self._pods(ftj, job)
         progress = self._progress(ftj, pods) if read_progress else None
+        # The status is dated when what it describes was seen: a slow read must not date it (and the TTL
+        # that runs from its final condition) in the past.
+        now = self._clock()
         status = derive_status(ftj, job, pods, progress, now, self._settings)
         actions = plan_actions(ftj, status, job)
 
