@@ -29,8 +29,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers: one takes the CPU-bound trainer and end-to-end tests, the other everything that mostly
+# waits on the API server (tests/conftest.py groups them), so the waiting overlaps the training.
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test: lint typecheck unit
 

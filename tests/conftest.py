@@ -13,6 +13,17 @@ _SECONDS: dict[str, float] = defaultdict(float)
 _OUTCOMES: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
 
+# Areas that train models on the CPU; with `-n 2 --dist loadgroup` they share one worker, and the areas
+# that mostly wait on the API server share the other.
+CPU_BOUND_AREAS = {"e2e", "trainer"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = "cpu" if _area(item.nodeid) in CPU_BOUND_AREAS else "api"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _area(nodeid: str) -> str:
     parts = nodeid.split("/")
     return parts[1] if len(parts) > 2 else parts[0]
