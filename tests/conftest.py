@@ -13,15 +13,17 @@ _SECONDS: dict[str, float] = defaultdict(float)
 _OUTCOMES: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
 
-# Areas that train models on the CPU; with `-n 2 --dist loadgroup` they share one worker, and the areas
-# that mostly wait on the API server share the other.
-CPU_BOUND_AREAS = {"e2e", "trainer"}
+# Tests that load a model (and most of them train it) share one worker under `-n 2 --dist loadgroup`;
+# everything else, mostly waiting on the API server or pure Python, shares the other.
+MODEL_FIXTURES = {"tiny_model_path", "smollm2_model_path", "smollm2_tokenizer_path"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        group = "cpu" if _area(item.nodeid) in CPU_BOUND_AREAS else "api"
-        item.add_marker(pytest.mark.xdist_group(group))
+        loads_model = _area(item.nodeid) == "e2e" or bool(
+            MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        item.add_marker(pytest.mark.xdist_group("model" if loads_model else "api"))
 
 
 def _area(nodeid: str) -> str:
