@@ -43,6 +43,8 @@ USER_ERROR_REASONS: Final = {
     int(ExitCode.CONFIG_INVALID): "ConfigInvalid",
     int(ExitCode.DATA_INVALID): "DataInvalid",
     int(ExitCode.INPUT_UNAVAILABLE): "InputUnavailable",
+    int(ExitCode.OUT_OF_MEMORY): "OutOfMemory",
+    int(ExitCode.OUTPUT_PREFIX_IN_USE): "OutputPrefixInUse",
 }
 """Condition reason of each exit code that fails the Job at once (podFailurePolicy FailJob)."""
 
@@ -254,7 +256,8 @@ def _without_job(b: _Builder, spec: FineTuneJobSpec, settings: OperatorSettings)
         return b.fail(
             "JobDeleted",
             f"The Job {b.out['jobName']} was deleted before it finished; it is not recreated, to avoid training "
-            "again. Delete and re-create the FineTuneJob to train again.",
+            "again. Delete and re-create the FineTuneJob to train again: with spec.output.onExisting Resume to "
+            "continue from its last checkpoint, Overwrite to start over (the new uid is refused otherwise).",
         )
     _mark_resumed(b)
     if is_kueue_managed(spec):

@@ -148,7 +148,9 @@ def pod_failure_rules() -> list[JsonDict]:
 def pod_spec(spec: FineTuneJobSpec, meta: JsonDict, settings: OperatorSettings) -> JsonDict:
     pod: JsonDict = {
         "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": settings.termination_grace_period_seconds,
+        # The trainer saves and uploads a checkpoint in it; the spec's own value wins over the operator's.
+        "terminationGracePeriodSeconds": spec.checkpointing.termination_grace_period_seconds
+        or settings.termination_grace_period_seconds,
         # The trainer never calls the Kubernetes API; IRSA's projected token is injected independently.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

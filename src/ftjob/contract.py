@@ -62,11 +62,21 @@ class ExitCode(IntEnum):
     """An input is missing or access is denied (no such bucket or key, 403): do not retry."""
     STORAGE_UNREACHABLE = 5
     """The object store did not answer after retries: retry later."""
+    OUTPUT_PREFIX_IN_USE = 6
+    """spec.output.uri holds the outputs of another run (another FineTuneJob uid): do not retry."""
+    OUT_OF_MEMORY = 7
+    """The GPU ran out of memory: the same spec on the same GPU fails the same way, so do not retry."""
     INTERRUPTED = 143
     """SIGTERM: a checkpoint was saved and the next attempt resumes from it."""
 
 
-USER_ERROR_EXIT_CODES: Final = (ExitCode.CONFIG_INVALID, ExitCode.DATA_INVALID, ExitCode.INPUT_UNAVAILABLE)
+USER_ERROR_EXIT_CODES: Final = (
+    ExitCode.CONFIG_INVALID,
+    ExitCode.DATA_INVALID,
+    ExitCode.INPUT_UNAVAILABLE,
+    ExitCode.OUTPUT_PREFIX_IN_USE,
+    ExitCode.OUT_OF_MEMORY,
+)
 
 # --- progress: one line per record on stdout, read back by the operator from the pod log ------------
 PROGRESS_PREFIX: Final = "FTJOB_PROGRESS "

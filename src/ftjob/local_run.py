@@ -46,11 +46,15 @@ class LocalPlan:
 
 
 def as_object(job: FineTuneJob, namespace: str | None = None) -> JsonDict:
-    """The FineTuneJob as the API server would hand it to the operator (uid and namespace filled in)."""
+    """The FineTuneJob as the API server would hand it to the operator (uid and namespace filled in; the uid
+    is derived from the namespace and name)."""
     doc = job.model_dump(mode="json", by_alias=True, exclude_none=True)
     meta = doc.setdefault("metadata", {})
     meta["namespace"] = namespace or meta.get("namespace") or "default"
-    meta.setdefault("uid", f"local-{uuid.uuid4()}")
+    # Stable for one name and namespace, as a FineTuneJob's uid is for its lifetime: running the same file
+    # again is a retry of the same job (it resumes its checkpoints), not a new job refused by its own output.
+    identity = f"ftjob-local:{meta['namespace']}/{meta.get('name', '')}"
+    meta.setdefault("uid", f"local-{uuid.uuid5(uuid.NAMESPACE_URL, identity)}")
     return doc
 
 

@@ -35,6 +35,19 @@ DATA_INVALID = TerminationSummary(
     message="Only 3 usable examples after cleaning (minExamples 10).",
     dataset=DatasetStats(total_lines=40, train_examples=3, dropped=37, dropped_by_reason={"duplicate": 37}),
 )
+OUT_OF_MEMORY = TerminationSummary(
+    outcome="Failed",
+    reason="OutOfMemory",
+    message="CUDA out of memory during training on NVIDIA H200: peak 138.2 GiB allocated of 139.8 GiB, with "
+    "perDeviceBatchSize 16, maxSeqLength 8192, ...",
+)
+OUTPUT_PREFIX_IN_USE = TerminationSummary(
+    outcome="Failed",
+    reason="OutputPrefixInUse",
+    message="s3://bucket/runs/job/ holds the outputs of another run, team/job (uid 1234) (adapter, checkpoints, "
+    "manifest.json); this job is team/job (uid 5678). Use another spec.output.uri, or set spec.output.onExisting "
+    "to Overwrite (delete them and train from scratch) or Resume (continue from its newest checkpoint)",
+)
 CRASHED = TerminationSummary(
     outcome="Failed", reason="TrainerFailed", message="CUDA error: an illegal memory access"
 )
@@ -293,6 +306,64 @@ CASES = [
             message="Container trainer failed with exit code 2",
         ),
         id="failed-config-invalid-from-exit-code",
+    ),
+    pytest.param(
+        Case(
+            status=RUNNING_STATUS,
+            job=f.job(
+                failed=1,
+                conditions=[f.job_cond("Failed", "PodFailurePolicy", "Container trainer ... exit code 7")],
+            ),
+            pods=[f.terminated(7, OUT_OF_MEMORY)],
+            phase="Failed",
+            conditions={"Failed": ("True", "OutOfMemory"), "Running": ("False", "OutOfMemory")},
+            message=OUT_OF_MEMORY.message,
+        ),
+        id="failed-out-of-memory-from-summary-not-retried",
+    ),
+    pytest.param(
+        Case(
+            job=f.job(
+                failed=1,
+                conditions=[
+                    f.job_cond("Failed", "PodFailurePolicy", "Container trainer failed with exit code 7")
+                ],
+            ),
+            pods=[f.terminated(7)],
+            phase="Failed",
+            conditions={"Failed": ("True", "OutOfMemory")},
+            message="Container trainer failed with exit code 7",
+        ),
+        id="failed-out-of-memory-from-exit-code",
+    ),
+    pytest.param(
+        Case(
+            status=RUNNING_STATUS,
+            job=f.job(
+                failed=1,
+                conditions=[f.job_cond("Failed", "PodFailurePolicy", "Container trainer ... exit code 6")],
+            ),
+            pods=[f.terminated(6, OUTPUT_PREFIX_IN_USE)],
+            phase="Failed",
+            conditions={"Failed": ("True", "OutputPrefixInUse"), "Running": ("False", "OutputPrefixInUse")},
+            message=OUTPUT_PREFIX_IN_USE.message,
+        ),
+        id="failed-output-prefix-in-use-from-summary-not-retried",
+    ),
+    pytest.param(
+        Case(
+            job=f.job(
+                failed=1,
+                conditions=[
+                    f.job_cond("Failed", "PodFailurePolicy", "Container trainer failed with exit code 6")
+                ],
+            ),
+            pods=[f.terminated(6)],
+            phase="Failed",
+            conditions={"Failed": ("True", "OutputPrefixInUse")},
+            message="Container trainer failed with exit code 6",
+        ),
+        id="failed-output-prefix-in-use-from-exit-code",
     ),
     pytest.param(
         Case(

@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
         {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         {
             "action": "FailJob",
-            "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3, 4]},
+            "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3, 4, 6, 7]},
         },
     ],
     "spec.template.metadata.labels": {
@@ -280,6 +280,12 @@ CASES = [
         OperatorSettings(termination_grace_period_seconds=600),
         {f"{POD}.terminationGracePeriodSeconds": 600},
         id="termination-grace-period-from-settings",
+    ),
+    pytest.param(
+        {"checkpointing": {"terminationGracePeriodSeconds": 900}},
+        OperatorSettings(termination_grace_period_seconds=600),
+        {f"{POD}.terminationGracePeriodSeconds": 900},
+        id="termination-grace-period-from-spec-wins",
     ),
 ]
 

@@ -16,6 +16,13 @@ from ftjob import contract
 from ftjob.contract import TerminationSummary, parse_latest_progress
 
 TRAINER = [sys.executable, "-m", "ftjob_trainer.cli"]
+HOOKS = Path(__file__).parent / "trainer_hooks"
+
+
+def with_hooks(env: dict[str, str], **variables: str) -> dict[str, str]:
+    """`env` with the test-only trainer hooks (trainer_hooks/sitecustomize.py) on and configured."""
+    path = os.pathsep.join(p for p in (str(HOOKS), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, **variables}
 
 
 def small_spec(bucket: str, endpoint: str, **overrides: Any) -> dict[str, Any]:
@@ -50,6 +57,8 @@ class TrainerResult:
     log: str
     summary: TerminationSummary | None
     termination_text: str = field(repr=False, default="")
+    stop_seconds: float | None = None
+    """run_trainer_until: seconds from SIGTERM to the trainer's exit (its checkpoint is uploaded by then)."""
 
     def progress_stages(self) -> list[str]:
         stages: list[str] = []
@@ -95,8 +104,12 @@ def run_trainer_until(env: dict[str, str], workdir: Path, marker: str, timeout: 
                 raise AssertionError(f"{marker!r} never appeared:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
         code = proc.wait(timeout=timeout)
-    return _result(code, log_path.read_text(), Path(env[contract.ENV_TERMINATION_LOG]))
+        stop_seconds = time.monotonic() - sent
+    result = _result(code, log_path.read_text(), Path(env[contract.ENV_TERMINATION_LOG]))
+    result.stop_seconds = stop_seconds
+    return result
 
 
 def _result(code: int, log: str, termination_log: Path) -> TrainerResult:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
 from ftjob.api.status import DatasetStats, Metrics
 from ftjob.contract import (
     TERMINATION_MESSAGE_LIMIT,
@@ -12,6 +15,7 @@ from ftjob.contract import (
     TerminationSummary,
     parse_latest_progress,
 )
+from ftjob_trainer.callbacks import CheckpointUploadCallback, best_step
 from ftjob_trainer.checkpoints import CheckpointStore
 from ftjob_trainer.progress import LogLineReporter, StageTracker, ThroughputMeter, human_line
 from ftjob_trainer.storage import open_storage
@@ -38,6 +42,38 @@ def test_publish_marks_complete_and_keeps_the_newest(tmp_path: Path) -> None:
     restored = checkpoints.download(30, tmp_path / "resume")
     assert (restored / "trainer_state.json").read_text() == '{"global_step": 30}'
     assert not (restored / "COMPLETE").exists()
+
+
+def test_the_best_checkpoint_survives_retention(tmp_path: Path) -> None:
+    """Early stopping loads the best checkpoint at the end: retention must not delete it (before: it did)."""
+    checkpoints = store(tmp_path)
+    for step in (10, 20, 30, 40):
+        checkpoints.publish(step, make_checkpoint(tmp_path / "local", step), keep=frozenset({10}))
+    assert checkpoints.complete_steps() == [10, 30, 40]
+    checkpoints.publish(50, make_checkpoint(tmp_path / "local", 50), keep=frozenset({40}))
+    assert checkpoints.complete_steps() == [40, 50]  # no longer the best: an ordinary old one again
+
+
+@pytest.mark.parametrize(
+    ("best", "step"),
+    [("/work/out/checkpoint-30", 30), (None, None), ("/work/out/best", None), ("checkpoint-x", None)],
+)
+def test_the_best_step_is_read_from_the_trainer_state(best: str | None, step: int | None) -> None:
+    assert best_step(TrainerState(best_model_checkpoint=best)) == step
+
+
+def test_the_upload_callback_keeps_the_best_checkpoint(tmp_path: Path) -> None:
+    kept: list[frozenset[int]] = []
+
+    class Sink:
+        def publish(self, step: int, local_dir: Path, keep: frozenset[int] = frozenset()) -> None:
+            kept.append(keep)
+
+    make_checkpoint(tmp_path, 20)
+    state = TrainerState(global_step=20, best_model_checkpoint=str(tmp_path / "checkpoint-10"))
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[])
+    CheckpointUploadCallback(Sink()).on_save(args, state, TrainerControl())
+    assert kept == [frozenset({10})]
 
 
 def test_a_checkpoint_without_its_marker_is_ignored(tmp_path: Path) -> None:

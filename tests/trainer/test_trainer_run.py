@@ -12,10 +12,17 @@ from typing import Any
 
 import pytest
 
-from ftjob.contract import ExitCode
+from ftjob.contract import USER_ERROR_EXIT_CODES, ExitCode
 from ftjob.demo.orders import write_dataset
 from tests.support.s3_server import S3Endpoint
-from tests.support.trainer_runs import TrainerResult, run_trainer, run_trainer_until, small_spec, trainer_env
+from tests.support.trainer_runs import (
+    TrainerResult,
+    run_trainer,
+    run_trainer_until,
+    small_spec,
+    trainer_env,
+    with_hooks,
+)
 
 SECRET = "s3cr3t-value-that-must-never-appear"
 
@@ -144,6 +151,17 @@ def test_bad_data_fails_fast_with_report_and_no_training(
     assert "training" not in result.progress_stages()
 
 
+def test_bad_data_fails_before_the_model_weights_are_downloaded(
+    stage: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    # The data check needs the tokenizer only: the weights (tens of GB for real models) wait for its verdict.
+    result = run_trainer(stage(data={"minExamples": 500}), tmp_path)
+    assert result.code == ExitCode.DATA_INVALID, result.log[-3000:]
+    work = tmp_path / "work"
+    assert (work / "base-model" / "tokenizer.json").is_file()
+    assert not [p.name for p in work.rglob("*.safetensors")], "weights were downloaded before the data check"
+
+
 def test_missing_input_is_a_user_error_naming_the_uri(
     stage: Callable[..., dict[str, str]], s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -159,6 +177,28 @@ def test_unreachable_endpoint_is_retriable(stage: Callable[..., dict[str, str]],
     assert result.code == ExitCode.STORAGE_UNREACHABLE
     assert result.summary is not None and result.summary.reason == "StorageUnreachable"
     assert "127.0.0.1:9" in result.summary.message
+
+
+def test_cuda_out_of_memory_fails_at_once_with_the_numbers_and_advice(
+    stage: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    # The hook raises torch.OutOfMemoryError from the second micro-batch, as CUDA would.
+    result = run_trainer(with_hooks(stage(), FTJOB_TEST_OOM_AT_MICROBATCH="2"), tmp_path)
+    assert result.code == ExitCode.OUT_OF_MEMORY, result.log[-3000:]
+    assert ExitCode.OUT_OF_MEMORY in USER_ERROR_EXIT_CODES  # podFailurePolicy: FailJob, no retry
+    summary = result.summary
+    assert summary is not None and summary.outcome == "Failed" and summary.reason == "OutOfMemory"
+    for part in (
+        "CUDA out of memory during training",
+        "perDeviceBatchSize 4",
+        "maxSeqLength 128",
+        "gradientAccumulationSteps 1",
+        "gradientCheckpointing on",
+        "lower spec.training.perDeviceBatchSize",
+        "lower spec.training.maxSeqLength",
+    ):
+        assert part in summary.message, summary.message
+    assert summary.dataset is not None and summary.dataset.train_examples > 0
 
 
 def test_invalid_spec_is_a_config_error(stage: Callable[..., dict[str, str]], tmp_path: Path) -> None:
@@ -187,3 +227,31 @@ def test_sigterm_checkpoints_then_the_next_attempt_resumes(
     assert second.summary is not None and second.summary.resumed_from_step == last_step
     manifest = read_json(s3_server, s3_bucket, "runs/job/manifest.json")
     assert manifest["resumedFromStep"] == last_step and manifest["resolved"]["stepsDone"] == 40
+
+
+def test_sigterm_mid_step_saves_after_the_current_micro_batch_within_the_grace_period(
+    stage: Callable[..., dict[str, str]], s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    # 8 micro-batches of 1 s per optimiser step; SIGTERM lands in micro-batch 11, i.e. 3 into step 2. Waiting
+    # for the end of the step would run micro-batches 12-16 first.
+    grace = 30
+    env = stage(
+        training={"maxSteps": 3, "perDeviceBatchSize": 1, "gradientAccumulationSteps": 8, "loggingSteps": 1},
+        checkpointing={"everySteps": 100, "terminationGracePeriodSeconds": grace},
+    )
+    first = run_trainer_until(
+        with_hooks(env, FTJOB_TEST_MICROBATCH_SECONDS="1"), tmp_path, marker="micro-batch 11 (step 1)"
+    )
+    print(f"SIGTERM to exit, checkpoint uploaded: {first.stop_seconds:.1f} s")
+    assert first.code == ExitCode.INTERRUPTED, first.log[-3000:]
+    assert "micro-batch 12 " not in first.log, "the trainer ran on to the end of the optimiser step"
+    saved = [k for k in objects(s3_server, s3_bucket, "runs/job/checkpoints/") if k.endswith("/COMPLETE")]
+    assert saved == ["runs/job/checkpoints/checkpoint-1/COMPLETE"]
+    assert first.stop_seconds is not None and first.stop_seconds < grace, first.stop_seconds
+
+    # The checkpoint holds the last complete step; the unfinished one is replayed.
+    second = run_trainer(env, tmp_path)
+    assert second.code == ExitCode.OK, second.log[-3000:]
+    assert "resuming from checkpoint at step 1" in second.log
+    manifest = read_json(s3_server, s3_bucket, "runs/job/manifest.json")
+    assert manifest["resolved"]["stepsDone"] == 3

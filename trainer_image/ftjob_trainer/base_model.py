@@ -3,11 +3,13 @@ holding a saved model folder, or from a mounted path."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from ftjob import contract
 from ftjob.api.model_source import BaseModelSpec
@@ -15,6 +17,7 @@ from ftjob.api.uris import parse_hf_uri
 
 from .errors import InputUnavailable, StorageUnreachable
 from .storage import Storage
+from .storage._base import is_folder_marker, safe_destination
 
 log = logging.getLogger("ftjob.trainer")
 
@@ -55,7 +58,61 @@ def resolve_base_model(
     return ResolvedModel(uri=uri, path=path, revision=None, files=hash_tree(path))
 
 
-def _from_hub(uri: str, dest: Path, env: Mapping[str, str]) -> ResolvedModel:
+WEIGHT_PATTERNS: Final = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.gguf",
+    "*.h5",
+    "*.msgpack",
+    "*.onnx",
+    "*.ot",
+    "*.tflite",
+)
+"""Weight files: everything else at the top of a model folder (tokenizer, chat template, configs, remote
+code) is small."""
+
+
+def _is_weight(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in WEIGHT_PATTERNS)
+
+
+def resolve_tokenizer_files(
+    spec: BaseModelSpec, storage: Storage, dest: Path, env: Mapping[str, str]
+) -> Path:
+    """A folder with the base model's files minus its weights (top level only): enough to load the tokenizer
+    and check the data before the weights, often tens of GB, are downloaded."""
+    uri = spec.uri
+    if uri.startswith("s3://"):
+        keys = [
+            key
+            for key in storage.list_keys(uri)
+            if "/" not in key and not is_folder_marker(key) and not _is_weight(key)
+        ]
+        if not keys:
+            raise InputUnavailable(
+                f"{uri}: no tokenizer files (tokenizer.json, tokenizer_config.json, ...) here"
+            )
+        base = uri.rstrip("/")
+        # Checked like any prefix download: a hostile key ("..") cannot write outside `dest`.
+        targets = {key: safe_destination(dest, key, f"{base}/{key}") for key in keys}
+        for key, target in targets.items():
+            storage.download_file(f"{base}/{key}", target)
+        return dest
+    if uri.startswith("hf://"):
+        # The same cache folder as the full download later, which then fetches only the weights.
+        return _from_hub(uri, dest, env, ignore_patterns=[*WEIGHT_PATTERNS, "*/*"]).path
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_dir():
+        raise InputUnavailable(f"{uri}: no such model folder (is the volume mounted?)")
+    return path
+
+
+def _from_hub(
+    uri: str, dest: Path, env: Mapping[str, str], ignore_patterns: list[str] | None = None
+) -> ResolvedModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -67,7 +124,13 @@ def _from_hub(uri: str, dest: Path, env: Mapping[str, str]) -> ResolvedModel:
     hub = parse_hf_uri(uri)
     token = env.get(contract.ENV_HF_TOKEN) or None
     try:
-        path = snapshot_download(repo_id=hub.repo_id, revision=hub.revision, cache_dir=str(dest), token=token)
+        path = snapshot_download(
+            repo_id=hub.repo_id,
+            revision=hub.revision,
+            cache_dir=str(dest),
+            token=token,
+            ignore_patterns=ignore_patterns,
+        )
     except GatedRepoError as exc:
         raise InputUnavailable(
             f"{uri}: gated model; set spec.baseModel.tokenSecretRef to a token with access"

@@ -79,7 +79,17 @@ class ProgressCallback(TrainerCallback):
 
 
 class CheckpointSink(Protocol):
-    def publish(self, step: int, local_dir: Path) -> None: ...
+    def publish(self, step: int, local_dir: Path, keep: frozenset[int] = frozenset()) -> None: ...
+
+
+def best_step(state: TrainerState) -> int | None:
+    """The step of the best checkpoint so far (`load_best_model_at_end`), from its folder name."""
+    best = state.best_model_checkpoint
+    if not best:
+        return None
+    name = Path(str(best)).name
+    suffix = name.removeprefix("checkpoint-")
+    return int(suffix) if suffix != name and suffix.isdigit() else None
 
 
 class CheckpointUploadCallback(TrainerCallback):
@@ -93,18 +103,47 @@ class CheckpointUploadCallback(TrainerCallback):
     ) -> None:
         local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if local.is_dir():
-            self.sink.publish(state.global_step, local)
+            best = best_step(state)
+            self.sink.publish(state.global_step, local, frozenset() if best is None else frozenset({best}))
 
 
 class StopOnSignalCallback(TrainerCallback):
-    """Turns a SIGTERM into "save now, then stop" at the next step boundary."""
+    """Turns a SIGTERM into "save now, then stop" after the current micro-batch.
+
+    With gradient accumulation an optimiser step is many micro-batches: waiting for its end could outlast
+    the pod's grace period. The stop is checked after every micro-batch (`on_substep_end`); transformers
+    then leaves the loop without stepping the optimiser, and the checkpoint saved at the epoch end holds
+    the weights of the last complete step, which the next attempt resumes from, replaying the micro-batches
+    of the unfinished one. An evaluation the epoch end would start is skipped: it is not worth the grace
+    period, and so is a second save of a step saved already."""
 
     def __init__(self, stop: StopRequest) -> None:
         self.stop = stop
+        self._saved_step = -1
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._saved_step = state.global_step
+
+    def on_substep_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.stop.requested:
+            control.should_training_stop = True
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self.stop.requested:
+            control.should_evaluate = False
             control.should_save = True
             control.should_training_stop = True
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.stop.requested:
+            control.should_evaluate = False
+            # Nothing to add when this step is saved already; step 0 has nothing worth saving.
+            control.should_save = state.global_step > 0 and state.global_step != self._saved_step

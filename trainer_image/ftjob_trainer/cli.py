@@ -63,7 +63,15 @@ def train(env: Mapping[str, str], stop: StopRequest) -> int:
         from .pipeline import Pipeline
 
         pipeline = Pipeline(config, env, LogLineReporter(), stop)
-        summary = pipeline.run()
+        try:
+            summary = pipeline.run()
+        except Exception as exc:
+            from .memory import gpu_memory, is_out_of_memory, out_of_memory_error
+
+            if not is_out_of_memory(exc):
+                raise
+            log.error("CUDA out of memory: %s", exc)
+            raise out_of_memory_error(config.spec, gpu_memory(), pipeline.reporter.current) from exc
         code = ExitCode.OK
     except TrainerError as exc:
         code = exc.exit_code

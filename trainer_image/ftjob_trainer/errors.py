@@ -29,11 +29,25 @@ class InputUnavailable(TrainerError):
     reason = "InputUnavailable"
 
 
+class OutputPrefixInUse(TrainerError):
+    """spec.output.uri holds another run's outputs and the spec does not say to overwrite or resume them."""
+
+    exit_code = ExitCode.OUTPUT_PREFIX_IN_USE
+    reason = "OutputPrefixInUse"
+
+
 class StorageUnreachable(TrainerError):
     """The store did not answer (connection refused, timeouts, 5xx) even after retries."""
 
     exit_code = ExitCode.STORAGE_UNREACHABLE
     reason = "StorageUnreachable"
+
+
+class OutOfMemory(TrainerError):
+    """CUDA out of memory: deterministic for a given spec and GPU, so retrying would fail the same way."""
+
+    exit_code = ExitCode.OUT_OF_MEMORY
+    reason = "OutOfMemory"
 
 
 class Interrupted(TrainerError):

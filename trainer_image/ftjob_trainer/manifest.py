@@ -54,6 +54,10 @@ class Manifest(ApiModel):
     """What actually ran: method (after any fallback), precision, device, steps, warmup, effective batch."""
     seed: int
     resumed_from_step: int | None = None
+    output: dict[str, Any] | None = None
+    """Who owns the output prefix (the job's uid), the data digest, and what was found there: `new`, `sameRun`
+    (an earlier attempt of this job), `overwrote` or `resumedOther` (another run's outputs, per
+    spec.output.onExisting), with that run's record and notes on anything deleted or not resumed."""
     tokens_trained: int | None = None
     libraries: dict[str, str] = Field(default_factory=library_versions)
     metrics: Metrics

@@ -18,12 +18,13 @@ from ftjob.api.status import Artifacts, DatasetStats, Metrics
 from ftjob.api.uris import join_uri
 from ftjob.contract import Stage, TerminationSummary
 
-from .base_model import ResolvedModel, resolve_base_model
+from .base_model import ResolvedModel, resolve_base_model, resolve_tokenizer_files
 from .checkpoints import CheckpointStore
 from .config import TrainerConfig
 from .errors import Interrupted
 from .evaluation.report import EvalResults
 from .manifest import InputFile, Manifest
+from .ownership import RunRecord, claim_output, data_digest, ensure_owner
 from .progress import ProgressReporter, StageTracker, now_iso
 from .signals import StopRequest
 from .storage import Storage, open_storage
@@ -68,6 +69,10 @@ class RunState:
     inputs: list[InputFile] = field(default_factory=list)
     dataset: DatasetStats | None = None
     resumed_from_step: int | None = None
+    owner: RunRecord | None = None
+    """This run, as recorded in `<output>/run.json` once it has claimed the output prefix."""
+    output: dict[str, Any] | None = None
+    """What the claim found and did, for the manifest."""
 
 
 class Pipeline:
@@ -93,17 +98,18 @@ class Pipeline:
     def run(self) -> TerminationSummary:
         self.stage("downloading")
         train_file, validation_file = self.download_data()
-        model = resolve_base_model(
-            self.spec.base_model, self.storage, self.config.path("base-model"), self.env
-        )
+        # The data check needs the tokenizer, not the weights: those (often tens of GB) come after it.
+        model_dir = self.config.path("base-model")
         from .modeling import load_tokenizer
 
-        tokenizer = load_tokenizer(model.path, self.spec.base_model.trust_remote_code)
+        tokenizer_dir = resolve_tokenizer_files(self.spec.base_model, self.storage, model_dir, self.env)
+        tokenizer = load_tokenizer(tokenizer_dir, self.spec.base_model.trust_remote_code)
 
         self.stage("validating-data")
         prepared = self.prepare_data(train_file, validation_file, tokenizer)
 
         self.stage("loading-model")
+        model = resolve_base_model(self.spec.base_model, self.storage, model_dir, self.env)
         from .train_run import train_and_evaluate
 
         result = train_and_evaluate(self, model, tokenizer, prepared)
@@ -120,7 +126,33 @@ class Pipeline:
             validation_file = self.config.path("input", "validation", _basename(data.validation_uri))
             sha = self.storage.download_file(data.validation_uri, validation_file)
             self.state.inputs.append(InputFile(uri=data.validation_uri, sha256=sha))
+        # As soon as the data's digests are known, before the model download and any other write.
+        self.claim_output()
         return train_file, validation_file
+
+    def claim_output(self) -> None:
+        """Make sure the output prefix is this run's (see ownership.py); raises OutputPrefixInUse."""
+        owner = RunRecord(
+            uid=self.config.uid,
+            name=self.config.name,
+            namespace=self.config.namespace,
+            data=self.state.inputs,
+            data_digest=data_digest(self.state.inputs),
+        )
+        self.state.owner = owner
+        claim = claim_output(
+            self.storage,
+            self.spec.output.uri,
+            owner,
+            self.spec.output.on_existing,
+            self.checkpoint_store(),
+            resume_enabled=self.spec.checkpointing.resume,
+        )
+        self.state.output = claim.to_manifest(owner)
+
+    def ensure_owner(self) -> None:
+        if self.state.owner is not None:
+            ensure_owner(self.storage, self.spec.output.uri, self.state.owner)
 
     def prepare_data(self, train_file: Path, validation_file: Path | None, tokenizer: Any) -> Any:
         from .chat_masks import tokenize_chat
@@ -164,10 +196,13 @@ class Pipeline:
             output_uri=self.spec.output.uri,
             fingerprint=self.config.training_fingerprint,
             keep_last=self.spec.checkpointing.keep_last,
+            data_digest=self.state.owner.data_digest if self.state.owner else data_digest(self.state.inputs),
+            guard=self.ensure_owner,
         )
 
     def publish(self, model: ResolvedModel, result: TrainResult) -> TerminationSummary:
         self.stage("uploading")
+        self.ensure_owner()
         artifacts = self.outputs.artifacts(self.spec.output.uri, merged=self.spec.output.merge_adapter)
         metrics = result.metrics()
         manifest = Manifest(
@@ -180,6 +215,7 @@ class Pipeline:
             resolved=result.resolved,
             seed=self.spec.training.seed,
             resumed_from_step=self.state.resumed_from_step,
+            output=self.state.output,
             tokens_trained=result.tokens_trained,
             metrics=metrics,
             artifacts=artifacts,

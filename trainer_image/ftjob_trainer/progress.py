@@ -45,6 +45,7 @@ class StageTracker:
 
     inner: ProgressReporter
     last: ProgressRecord | None = None
+    current: Stage | None = None
 
     def report(self, record: ProgressRecord) -> None:
         if record.stage == "training":
@@ -52,6 +53,7 @@ class StageTracker:
         self.inner.report(record)
 
     def stage(self, stage: Stage) -> ProgressRecord:
+        self.current = stage
         record = ProgressRecord(stage=stage, time=now_iso())
         if self.last is not None and stage != "training":
             record = self.last.model_copy(update={"stage": stage, "time": record.time, "eta_seconds": None})

@@ -1,5 +1,5 @@
 """SIGTERM handling: the pod is being stopped (suspend, preemption, node drain). Training saves a
-checkpoint at the end of the current step and exits; the next attempt resumes from it."""
+checkpoint after the current micro-batch and exits; the next attempt resumes from it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class StopRequest:
             del frame
             name = signal.Signals(signum).name
             if not self.requested:
-                log.warning("%s received: saving a checkpoint at the end of this step, then exiting", name)
+                log.warning("%s received: saving a checkpoint after this micro-batch, then exiting", name)
             self.set(name)
 
         signal.signal(signal.SIGTERM, handler)

@@ -38,6 +38,8 @@ REASONS: Final[dict[str, str]] = {
     "DataInvalid": "Too little usable data after cleaning, or the data could not be parsed.",
     "ConfigInvalid": "The trainer refused the configuration (e.g. an unknown model architecture).",
     "InputUnavailable": "An input (model, data) does not exist or access to it is denied.",
+    "OutputPrefixInUse": "spec.output.uri holds another run's outputs (another FineTuneJob uid); set "
+    "spec.output.onExisting to Overwrite or Resume, or use another prefix.",
     "OOMKilled": "The trainer container ran out of memory.",
     "WorkspaceFull": "The kubelet evicted the trainer pod: its work directory outgrew resources.scratchSize.",
     "DeadlineExceeded": "The Job ran longer than spec.activeDeadlineSeconds.",

@@ -115,6 +115,10 @@ class Storage:
         log.info("deleted %d objects under %s", count, uri)
         return count
 
+    def delete_file(self, uri: str) -> bool:
+        """Delete the object `uri`; False when there was none."""
+        return self._backend(uri).delete_file(uri)
+
     def _backend(self, uri: str) -> Backend:
         if uri.startswith(FILE_SCHEME):
             return self._local

@@ -63,6 +63,8 @@ class Backend(Protocol):
 
     def delete_prefix(self, uri: str) -> int: ...
 
+    def delete_file(self, uri: str) -> bool: ...
+
 
 def stream_to_file(chunks: Iterable[bytes], dest: Path, on_progress: ProgressCallback | None = None) -> str:
     """Write `chunks` to `dest` and return their sha256 (hex).

@@ -67,6 +67,14 @@ class LocalBackend:
             shutil.rmtree(root)
             return count
 
+    def delete_file(self, uri: str) -> bool:
+        path = local_path(uri)
+        with _errors(uri):
+            if not path.is_file():
+                return False
+            path.unlink()
+            return True
+
 
 def _read_chunks(src: BinaryIO, uri: str, chunk_size: int) -> Iterator[bytes]:
     """Chunks of `src`, with read errors blamed on the source URI rather than on the destination."""

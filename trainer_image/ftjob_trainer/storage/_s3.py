@@ -199,6 +199,14 @@ class S3Backend:
                 raise self._classify(key_uri, first.get("Code", ""), 0, 1, first.get("Message", ""))
         return len(keys)
 
+    def delete_file(self, uri: str) -> bool:
+        if not self.exists(uri):
+            return False
+        loc = parse_s3_uri(uri)
+        with self._errors(uri):
+            self._client.delete_object(Bucket=loc.bucket, Key=loc.key)
+        return True
+
     def _iter_keys(self, uri: str, bucket: str, prefix: str) -> Iterator[str]:
         with self._errors(uri):
             for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
