@@ -18,7 +18,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -35,18 +34,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.support.kube_client import KubeClient
+from tests.support.operator_process import free_port
 
 BIN_ENV = "FTJOB_K8S_BIN"
 DEFAULT_BIN = Path(__file__).resolve().parents[3] / "shared" / "k8s" / "bin"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def binaries_folder() -> Path:
