@@ -4,6 +4,7 @@ idempotence, and a real resourceVersion conflict on the status write."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,22 +43,41 @@ def test_reconcile_is_idempotent(
     assert reasons == ["JobCreated", "Queued"]  # once each; the API server accepted both
 
 
-def test_a_stale_status_write_is_redone_on_a_fresh_read(
-    fault_proxy: FaultProxy, api: KubeClient, namespace: str, reconciler: Reconciler
-) -> None:
-    create(api, namespace)
-    status_write = Match("PATCH", resource_path("finetunejobs", "demo", "status", namespace=namespace))
-    hold = fault_proxy.hold(status_write, forward_first=False)
+def status_write_of(namespace: str) -> Match:
+    return Match("PATCH", resource_path("finetunejobs", "demo", "status", namespace=namespace))
+
+
+def reconcile_while_the_status_write_is_held(
+    fault_proxy: FaultProxy, reconciler: Reconciler, namespace: str, meanwhile: Callable[[], object]
+) -> list[str | None]:
+    """Reconcile `demo`, and do `meanwhile` between its reads and its status write; returns its phase."""
+    hold = fault_proxy.hold(status_write_of(namespace), forward_first=False)
     phases: list[str | None] = []
     worker = threading.Thread(
         target=lambda: phases.append(reconciler.reconcile(namespace, "demo", trigger="test"))
     )
     worker.start()
     assert hold.arrived.wait(20), "the reconcile never wrote the status"
-    # Someone changes the object between the reconcile's read and its status write.
-    api.patch(path(FTJ, "finetunejobs", namespace, "demo"), {"metadata": {"labels": {"team": "a"}}})
+    meanwhile()
     hold.release()
     worker.join(20)
+    return phases
+
+
+def test_a_stale_status_write_is_redone_on_a_fresh_read(
+    fault_proxy: FaultProxy, api: KubeClient, namespace: str, reconciler: Reconciler
+) -> None:
+    create(api, namespace)
+    status_write = status_write_of(namespace)
+    # Someone changes the object between the reconcile's read and its status write.
+    phases = reconcile_while_the_status_write_is_held(
+        fault_proxy,
+        reconciler,
+        namespace,
+        lambda: api.patch(
+            path(FTJ, "finetunejobs", namespace, "demo"), {"metadata": {"labels": {"team": "a"}}}
+        ),
+    )
     assert phases == ["Queued"]
     assert fault_proxy.count(status_write, status=409) == 1  # the API server's own refusal
     assert fault_proxy.count(status_write, status=200) == 1
@@ -76,16 +96,9 @@ def test_a_finetunejob_deleted_during_the_reconcile_is_gone_not_an_error(
     fault_proxy: FaultProxy, api: KubeClient, namespace: str, reconciler: Reconciler
 ) -> None:
     create(api, namespace)
-    status_write = Match("PATCH", resource_path("finetunejobs", "demo", "status", namespace=namespace))
-    hold = fault_proxy.hold(status_write, forward_first=False)
-    phases: list[str | None] = []
-    worker = threading.Thread(
-        target=lambda: phases.append(reconciler.reconcile(namespace, "demo", trigger="test"))
+    status_write = status_write_of(namespace)
+    phases = reconcile_while_the_status_write_is_held(
+        fault_proxy, reconciler, namespace, lambda: api.delete(path(FTJ, "finetunejobs", namespace, "demo"))
     )
-    worker.start()
-    assert hold.arrived.wait(20), "the reconcile never wrote the status"
-    api.delete(path(FTJ, "finetunejobs", namespace, "demo"))
-    hold.release()
-    worker.join(20)
     assert fault_proxy.count(status_write, status=404) == 1  # the API server's answer to the late write
     assert phases == [None]  # read again: gone, nothing left to do
