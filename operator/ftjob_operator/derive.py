@@ -14,11 +14,14 @@ from pydantic import ValidationError
 
 from ftjob.api import FineTuneJobSpec, format_validation_errors
 from ftjob.api.conditions import ADMITTED, FAILED, RUNNING, SUCCEEDED, SUSPENDED, TERMINAL_PHASES, VALIDATED
-from ftjob.contract import ExitCode, ProgressRecord, TerminationSummary
+from ftjob.api.storage import loopback_endpoint_problem
+from ftjob.api.uris import join_uri
+from ftjob.contract import GATE_NOT_MET, SUMMARY_FILE, ExitCode, ProgressRecord, TerminationSummary
 
-from .conditions import ConditionSet, timestamp
+from .conditions import ConditionSet, reason_of, timestamp
 from .names import JsonDict, Ownership, job_name, ownership
 from .observe import (
+    CollectorRun,
     Pods,
     disruption,
     is_deleting,
@@ -45,14 +48,23 @@ USER_ERROR_REASONS: Final = {
     int(ExitCode.INPUT_UNAVAILABLE): "InputUnavailable",
     int(ExitCode.OUT_OF_MEMORY): "OutOfMemory",
     int(ExitCode.OUTPUT_PREFIX_IN_USE): "OutputPrefixInUse",
+    int(ExitCode.EVALUATION_GATE_NOT_MET): GATE_NOT_MET,
 }
 """Condition reason of each exit code that fails the Job at once (podFailurePolicy FailJob)."""
 
 LOCAL_PATH_ON_CLUSTER: Final = "LocalPathOnCluster"
+LOOPBACK_ENDPOINT: Final = "LoopbackEndpoint"
+"""spec.storage.endpointUrl on loopback: in the trainer pod that is the pod itself."""
 """A model or output location on the pod's own filesystem, which nothing backs on a cluster."""
 
 JOB_REJECTED: Final = "JobRejected"
 """The API server refused to create the Job (a 4xx other than conflict or throttling)."""
+
+QUOTA_EXCEEDED: Final = "QuotaExceeded"
+"""The namespace used its GPU-hours for the month (FineTuneJobPolicy spec.gpuHoursPerMonth): no Job yet."""
+
+COLLECTING_RESULTS: Final = "CollectingResults"
+"""The Job completed without a pod to read the summary from: the collector Job re-reads it from storage."""
 
 WORKSPACE_FULL: Final = "WorkspaceFull"
 """The kubelet evicted the pod because the work directory outgrew its sizeLimit: the next pod would too."""
@@ -118,8 +130,11 @@ def derive_status(
     progress: ProgressRecord | None,
     now: datetime,
     settings: OperatorSettings,
+    collector: CollectorRun | None = None,
+    quota_block: str | None = None,
 ) -> JsonDict:
-    """The status that tells what became of `ftj`, given what is observed now.
+    """The status that tells what became of `ftj`, given what is observed now (`collector`: the Job that
+    re-reads the summary from the output prefix, observed when the Job completed without a pod to read).
 
     A terminal status (Succeeded, Failed) is final: only its observedGeneration follows the object.
     """
@@ -147,6 +162,17 @@ def derive_status(
             return kept
         b.conditions.set(VALIDATED, "False", "InvalidSpec", message)
         b.conditions.set(FAILED, "True", "InvalidSpec", message)
+        return b.finish("Failed", message)
+    endpoint = spec.storage.endpoint_url
+    loopback = (
+        loopback_endpoint_problem(endpoint) if endpoint and not settings.allow_loopback_endpoints else None
+    )
+    if loopback is not None and not _validated_before(b):
+        message = (
+            f"spec.storage.endpointUrl: {endpoint} {loopback}; use the object store's Service or address."
+        )
+        b.conditions.set(VALIDATED, "False", LOOPBACK_ENDPOINT, message)
+        b.conditions.set(FAILED, "True", LOOPBACK_ENDPOINT, message)
         return b.finish("Failed", message)
     local = local_path_fields(spec)
     if local and not _validated_before(b):
@@ -179,7 +205,7 @@ def derive_status(
             )
 
     if job is None:
-        return _without_job(b, spec, settings)
+        return _without_job(b, spec, settings, quota_block)
 
     b.out["jobName"] = job["metadata"]["name"]
     p = Pods.of(pods)
@@ -191,7 +217,7 @@ def derive_status(
 
     outcome = job_outcome(job)
     if outcome is not None and outcome[0] == "Complete":
-        return _succeeded(b, spec, job, p)
+        return _succeeded(b, spec, job, p, collector)
     if outcome is not None:
         return _failed(b, spec, outcome[1], p, settings)
     problem = p.problem(now, settings.image_pull_grace_seconds)
@@ -246,9 +272,14 @@ def failed_status(ftj: JsonDict, reason: str, message: str, now: datetime) -> Js
     return b.fail(reason, message)
 
 
-def _without_job(b: _Builder, spec: FineTuneJobSpec, settings: OperatorSettings) -> JsonDict:
+def _without_job(
+    b: _Builder, spec: FineTuneJobSpec, settings: OperatorSettings, quota_block: str | None = None
+) -> JsonDict:
     if spec.suspend:
         return _suspended(b, spec, Pods(()))
+    if quota_block is not None and not b.out.get("jobName"):
+        b.conditions.set(ADMITTED, "False", QUOTA_EXCEEDED, quota_block)
+        return b.finish("Queued", quota_block)
     previous = b.conditions.previous(SUSPENDED)
     resuming = previous is not None and previous.get("status") == "True"
     if b.out.get("jobName") and not resuming:
@@ -444,9 +475,18 @@ def _duration(seconds: int) -> str:
     return f"{secs}s"
 
 
-def _succeeded(b: _Builder, spec: FineTuneJobSpec, job: JsonDict, p: Pods) -> JsonDict:
+def _succeeded(
+    b: _Builder, spec: FineTuneJobSpec, job: JsonDict, p: Pods, collector: CollectorRun | None
+) -> JsonDict:
     pod = p.succeeded
     summary = summary_of(pod)
+    summary_file = join_uri(spec.output.uri, SUMMARY_FILE)
+    if pod is None:
+        # The pod garbage collector (or a person) removed the pod before its termination message was read:
+        # the collector Job re-reads the summary the trainer also wrote under the output prefix.
+        if collector is None or collector.outcome is None:
+            return _collecting(b, job, summary_file)
+        summary = collector.summary
     b.copy_summary(summary)
     b.out["progress"] = finished_progress(b.out.get("progress"))
     completion = (job.get("status") or {}).get("completionTime")
@@ -454,13 +494,15 @@ def _succeeded(b: _Builder, spec: FineTuneJobSpec, job: JsonDict, p: Pods) -> Js
         b.out["completionTime"] = completion
     if summary is not None and summary.message:
         message = summary.message
+        if pod is None:
+            message = f"{message} (re-read from {summary_file}: the trainer pod was gone)"
     elif summary is not None:
         message = "Training finished; the adapter, the evaluation and the manifest were written."
-    elif pod is None:
-        # The pod garbage collector (or a person) removed it before its termination message was read.
+    elif pod is None and collector is not None:
         message = (
-            "The Job completed, but its trainer pod was removed before the operator read the summary, so the "
-            f"status has no metrics or artifacts; the results are under {spec.output.uri}."
+            "The Job completed, but its trainer pod was removed before the operator read the summary, and "
+            f"{summary_file} could not be re-read ({collector.failure()}), so the status has no metrics or "
+            f"artifacts; look under {spec.output.uri}."
         )
     else:
         message = "The trainer exited successfully but left no summary; see its logs."
@@ -473,6 +515,27 @@ def _succeeded(b: _Builder, spec: FineTuneJobSpec, job: JsonDict, p: Pods) -> Js
     b.conditions.set(RUNNING, "False", "TrainingSucceeded", message)
     b.conditions.set(SUCCEEDED, "True", "TrainingSucceeded", message)
     return b.finish("Succeeded", message)
+
+
+def _collecting(b: _Builder, job: JsonDict, summary_file: str) -> JsonDict:
+    message = (
+        f"The Job {job['metadata']['name']} completed, but its trainer pod was removed before the operator "
+        f"read the summary; re-reading it from {summary_file}."
+    )
+    b.out["progress"] = finished_progress(b.out.get("progress"))
+    b.conditions.keep(VALIDATED)
+    b.conditions.keep(ADMITTED)
+    b.conditions.keep(SUSPENDED)
+    b.conditions.set(RUNNING, "False", COLLECTING_RESULTS, message)
+    return b.finish("Running", message)
+
+
+def is_held_by_quota(status: JsonDict) -> bool:
+    return reason_of(status.get("conditions") or [], ADMITTED) == QUOTA_EXCEEDED
+
+
+def is_collecting(status: JsonDict) -> bool:
+    return reason_of(status.get("conditions") or [], RUNNING) == COLLECTING_RESULTS
 
 
 def _failed(

@@ -56,6 +56,8 @@ def derive_events(old_status: JsonDict | None, new_status: JsonDict) -> list[Eve
         events.append(Event("Warning", "SpecInvalid", invalid.get("message", "")))
     if (queued := _became(old_status, new_status, ADMITTED, "False", "Queued")) is not None:
         events.append(Event("Normal", "Queued", queued.get("message", "")))
+    if (held := _became(old_status, new_status, ADMITTED, "False", "QuotaExceeded")) is not None:
+        events.append(Event("Warning", "QuotaExceeded", held.get("message", "")))
     if (admitted := _became(old_status, new_status, ADMITTED, "True", "Admitted")) is not None:
         events.append(Event("Normal", "Admitted", admitted.get("message", "")))
     if (started := _became(old_status, new_status, RUNNING, "True")) is not None:

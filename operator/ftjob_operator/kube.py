@@ -134,6 +134,9 @@ def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
     return k8s_client.ApiClient(configuration)
 
 
+POLICY_PLURAL: Final = "finetunejobpolicies"
+
+
 def _path(*parts: str) -> str:
     return "/".join(quote(p, safe="") if i else p for i, p in enumerate(parts))
 
@@ -169,6 +172,22 @@ class Kube:
         path = _path(f"/apis/{GROUP}/{VERSION}/namespaces", namespace, PLURAL, name) + "/status"
         return self._json("PATCH", path, body=body, content_type=MERGE_PATCH)
 
+    # -- FineTuneJobPolicies (guardrails and GPU-hour quota; see quota.py) -----------------------------
+    def get_policy(self, namespace: str, name: str) -> JsonDict | None:
+        """None when there is none, or when the FineTuneJobPolicy CRD is not installed (guardrails off)."""
+        return self._get(_path(f"/apis/{GROUP}/{VERSION}/namespaces", namespace, POLICY_PLURAL, name))
+
+    def patch_policy_status(
+        self, namespace: str, name: str, status_patch: JsonDict, resource_version: str | None
+    ) -> JsonDict:
+        """With a resourceVersion: 409 when another writer got there first (the ledger's total must be the
+        sum of its entries)."""
+        body: JsonDict = {"status": status_patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        path = _path(f"/apis/{GROUP}/{VERSION}/namespaces", namespace, POLICY_PLURAL, name) + "/status"
+        return self._json("PATCH", path, body=body, content_type=MERGE_PATCH)
+
     # -- Jobs -----------------------------------------------------------------------------------------
     def get_job(self, namespace: str, name: str) -> JsonDict | None:
         return self._get(_path("/apis/batch/v1/namespaces", namespace, "jobs", name))
@@ -197,6 +216,10 @@ class Kube:
                 return False
             raise
         return True
+
+    # -- Services (the headless Service of a multi-node run) -------------------------------------------
+    def create_service(self, namespace: str, body: JsonDict) -> JsonDict:
+        return self._json("POST", _path("/api/v1/namespaces", namespace, "services"), body=body)
 
     # -- Pods -----------------------------------------------------------------------------------------
     def list_pods(self, namespace: str, label_selector: str) -> list[JsonDict]:

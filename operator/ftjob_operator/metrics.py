@@ -46,6 +46,18 @@ class Metrics:
             ["namespace"],
             registry=self.registry,
         )
+        self.quota_used = Gauge(
+            "ftjob_namespace_gpu_hours_used",
+            "GPU-hours used this calendar month (UTC), from the namespace's FineTuneJobPolicy ledger.",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.quota_budget = Gauge(
+            "ftjob_namespace_gpu_hours_budget",
+            "GPU-hours per month allowed by the namespace's FineTuneJobPolicy (absent: no budget).",
+            ["namespace"],
+            registry=self.registry,
+        )
         for phase in PHASES:
             self.finetunejobs.labels(phase=phase).set(0)
 
@@ -65,6 +77,11 @@ class Metrics:
                 counts[value] = counts.get(value, 0) + 1
             for value, count in counts.items():
                 self.finetunejobs.labels(phase=value).set(count)
+
+    def set_quota(self, namespace: str, used: float, budget: float | None) -> None:
+        self.quota_used.labels(namespace=namespace).set(used)
+        if budget is not None:
+            self.quota_budget.labels(namespace=namespace).set(budget)
 
     def account_gpus(self, namespace: str, name: str, gpus_running: int, now: datetime) -> None:
         """Accrue GPU-hours for the time since the previous observation of this job, at the GPU count then."""

@@ -28,6 +28,21 @@ def job_name(finetunejob_name: str) -> str:
     return finetunejob_name + JOB_NAME_SUFFIX
 
 
+def service_name(finetunejob_name: str) -> str:
+    """The headless Service of a multi-node run (render_distributed.py). Service names are DNS-1035 labels,
+    which must start with a letter; FineTuneJob names may start with a digit."""
+    name = job_name(finetunejob_name)
+    return name if name[0].isalpha() else f"ftj-{name}"
+
+
+COLLECTOR_JOB_SUFFIX: Final = "-collect"
+
+
+def collector_job_name(finetunejob_name: str) -> str:
+    """The Job that re-reads a finished run's summary from the output prefix (render_collector.py)."""
+    return finetunejob_name + COLLECTOR_JOB_SUFFIX
+
+
 def child_labels(finetunejob_name: str) -> dict[str, str]:
     """Labels of the Job and of its pod template."""
     return {

@@ -13,6 +13,7 @@ from ftjob.contract import TerminationSummary
 from .conditions import parse_time
 from .names import JsonDict
 
+COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
 IMAGE_PULL_RETRYING: Final = frozenset({"ErrImagePull", "ImagePullBackOff"})
 IMAGE_PULL_HOPELESS: Final = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 CONFIG_ERRORS: Final = frozenset({"CreateContainerConfigError"})
@@ -82,6 +83,15 @@ def is_running(pod: JsonDict) -> bool:
     return pod_phase(pod) == "Running" and bool(running) and not is_deleting(pod)
 
 
+def completion_index(pod: JsonDict) -> int | None:
+    """The pod's index in an Indexed Job (None for other Jobs)."""
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def disruption(pod: JsonDict) -> JsonDict | None:
     """The DisruptionTarget condition (preemption, eviction, node drain), when the pod has one."""
     for condition in (pod.get("status") or {}).get("conditions") or []:
@@ -127,17 +137,27 @@ class Pods:
 
     @property
     def running(self) -> JsonDict | None:
-        for pod in reversed(self.items):
+        """The newest running trainer; of a multi-node run, the pod of index 0 (global rank 0 prints the
+        progress)."""
+        for pod in reversed(self._leaders()):
             if is_running(pod):
                 return pod
         return None
 
     @property
     def succeeded(self) -> JsonDict | None:
-        for pod in reversed(self.items):
+        """The newest succeeded trainer; of a multi-node run, the pod of index 0 (whose termination message
+        holds the run's summary; the others' say only that they finished)."""
+        for pod in reversed(self._leaders()):
             if pod_phase(pod) == "Succeeded":
                 return pod
         return None
+
+    def _leaders(self) -> tuple[JsonDict, ...]:
+        indexed = [pod for pod in self.items if completion_index(pod) is not None]
+        if not indexed:
+            return self.items
+        return tuple(pod for pod in self.items if completion_index(pod) == 0)
 
     @property
     def last_failed(self) -> JsonDict | None:
@@ -211,3 +231,51 @@ def job_counts(job: JsonDict) -> int:
     """Pods the Job controller has counted as finished or active."""
     status = job.get("status") or {}
     return sum(int(status.get(key) or 0) for key in ("active", "succeeded", "failed"))
+
+
+@dataclass(frozen=True)
+class CollectorRun:
+    """The collector Job (render_collector.py) of a FineTuneJob and its pods, as observed."""
+
+    job: JsonDict | None
+    pods: tuple[JsonDict, ...] = ()
+    rejected: str | None = None
+    """The API server refused to create it (a quota, an admission policy): this says why."""
+
+    @property
+    def outcome(self) -> str | None:
+        if self.rejected is not None:
+            return "Failed"
+        if self.job is None:
+            return None
+        decided = job_outcome(self.job)
+        return decided[0] if decided is not None else None
+
+    @property
+    def summary(self) -> TerminationSummary | None:
+        """The run's summary it re-read, when it succeeded."""
+        pod = Pods.of(self.pods).succeeded
+        summary = summary_of(pod)
+        return summary if summary is not None and summary.outcome == "Succeeded" else None
+
+    def failure(self) -> str:
+        """Why it could not re-read the summary, in a few words."""
+        if self.rejected is not None:
+            return self.rejected
+        pods = Pods.of(self.pods)
+        last = summary_of(pods.last_failed) or summary_of(pods.succeeded)
+        if last is not None and last.message:
+            return f"{last.reason}: {last.message}"
+        decided = job_outcome(self.job) if self.job is not None else None
+        if decided is not None:
+            condition = decided[1]
+            return str(condition.get("message") or condition.get("reason") or "the collector Job failed")
+        return "the collector Job failed"
+
+
+def needs_collector(job: JsonDict | None, pods: Sequence[JsonDict]) -> bool:
+    """The Job completed, but no pod holds the termination summary any more."""
+    decided = job_outcome(job) if job is not None else None
+    if decided is None or decided[0] != "Complete":
+        return False
+    return Pods.of(pods).succeeded is None

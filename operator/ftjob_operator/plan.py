@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from ftjob.api.conditions import FAILED, VALIDATED
 
 from .conditions import is_true, reason_of
-from .derive import DELETE_JOB_ON, is_terminal
+from .derive import DELETE_JOB_ON, is_collecting, is_held_by_quota, is_terminal
 from .names import JsonDict, Ownership, ownership
 from .observe import is_deleting, job_outcome
 from .render import is_kueue_managed, validated_spec
@@ -19,6 +19,16 @@ from .render import is_kueue_managed, validated_spec
 @dataclass(frozen=True)
 class CreateJob:
     pass
+
+
+@dataclass(frozen=True)
+class CreateCollector:
+    """Run the collector Job (render_collector.py): the trainer pod is gone, its summary is in storage."""
+
+
+@dataclass(frozen=True)
+class DeleteCollector:
+    """The final status is written: the collector Job has done its work."""
 
 
 @dataclass(frozen=True)
@@ -32,15 +42,21 @@ class DeleteJob:
     why: str
 
 
-Action = CreateJob | SetJobSuspend | DeleteJob
+Action = CreateJob | SetJobSuspend | DeleteJob | CreateCollector | DeleteCollector
 
 
-def plan_actions(ftj: JsonDict, status: JsonDict, job: JsonDict | None) -> list[Action]:
+def plan_actions(
+    ftj: JsonDict, status: JsonDict, job: JsonDict | None, collector_job: JsonDict | None = None
+) -> list[Action]:
     """At most one action. Creating comes before the status that records it (a crash in between leaves a
     Job that the next reconcile adopts); deleting comes after the status that explains it (a crash in
     between leaves a status that the next reconcile acts on)."""
     conditions = status.get("conditions") or []
     owned = job is not None and ownership(job, ftj) is Ownership.OWNED
+    if is_collecting(status):
+        return [CreateCollector()] if collector_job is None else []
+    if collector_job is not None and is_terminal(status) and not is_deleting(collector_job):
+        return [DeleteCollector()]
     if is_terminal(status):
         failure = reason_of(conditions, FAILED)
         if (
@@ -59,6 +75,8 @@ def plan_actions(ftj: JsonDict, status: JsonDict, job: JsonDict | None) -> list[
     except ValidationError:
         return []
     if job is None:
+        if is_held_by_quota(status):
+            return []
         if not spec.suspend or (not is_kueue_managed(spec) and not status.get("jobName")):
             return [CreateJob()]
         return []

@@ -26,16 +26,29 @@ from .derive import DELETE_JOB_ON, JOB_REJECTED, derive_status, failed_status, i
 from .events import Event, derive_events, event_body
 from .kube import ErrorKind, Kube, KubeError
 from .metrics import Metrics
-from .names import LABEL_FINETUNEJOB, JsonDict, Ownership, controller_of, job_name, ownership
-from .observe import Pods, is_deleting, job_outcome
+from .names import (
+    LABEL_FINETUNEJOB,
+    JsonDict,
+    Ownership,
+    collector_job_name,
+    controller_of,
+    job_name,
+    ownership,
+)
+from .observe import CollectorRun, Pods, is_deleting, job_outcome, needs_collector
 from .patches import merge_patch
-from .plan import CreateJob, DeleteJob, SetJobSuspend, plan_actions
+from .plan import CreateCollector, CreateJob, DeleteCollector, DeleteJob, SetJobSuspend, plan_actions
+from .quota import POLICY_NAME, Quota, gpu_hours, ledger_due
 from .render import render_job, validated_spec
+from .render_collector import render_collector_job
+from .render_distributed import is_multi_node, render_service
 from .settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
 
 LOG_LIMIT_BYTES: Final = 256 * 1024
+POLICY_TTL_SECONDS: Final = 30.0
+"""How long a namespace's FineTuneJobPolicy is reused before it is read again."""
 MAX_CONFLICT_RETRIES: Final = 5
 
 
@@ -60,6 +73,11 @@ class Reconciler:
         # Finished FineTuneJobs whose Job the operator still has to delete after the TTL: (namespace, name) ->
         # when. The poll keeps visiting them (see wants_poll).
         self._ttl_due: dict[tuple[str, str], datetime] = {}
+        # FineTuneJobPolicy per namespace (or None), read at most every POLICY_TTL; and when each job's
+        # GPU-hours were last written to its ledger (quota.py).
+        self._policies: dict[str, tuple[JsonDict | None, float]] = {}
+        self._ledger_written: dict[tuple[str, str], datetime] = {}
+        self._ledger_final: set[tuple[str, str]] = set()
 
     @contextmanager
     def _locked(self, namespace: str, name: str) -> Iterator[None]:
@@ -81,6 +99,8 @@ class Reconciler:
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
             self._ttl_due.pop((namespace, name), None)
+            self._ledger_written.pop((namespace, name), None)
+            self._ledger_final.discard((namespace, name))
         self._metrics.set_phase(namespace, name, None)
         self._metrics.account_gpus(namespace, name, 0, self._clock())
 
@@ -125,16 +145,21 @@ class Reconciler:
             return self._settle_terminal(ftj, old, self._clock())
 
         job = self._kube.get_job(namespace, job_name(name))
-        pods = self._pods(ftj, job)
+        pods, listed = self._pods(ftj, job)
         progress = self._progress(ftj, pods) if read_progress else None
+        collector = self._collector(ftj, listed) if needs_collector(job, pods) else None
         # The status is dated when what it describes was seen: a slow read must not date it (and the TTL
         # that runs from its final condition) in the past.
         now = self._clock()
-        status = derive_status(ftj, job, pods, progress, now, self._settings)
-        actions = plan_actions(ftj, status, job)
+        quota_block = self._quota_block(ftj, now) if job is None and not old.get("jobName") else None
+        status = derive_status(ftj, job, pods, progress, now, self._settings, collector, quota_block)
+        actions = plan_actions(ftj, status, job, collector.job if collector else None)
 
         for action in actions:
-            if isinstance(action, CreateJob):
+            if isinstance(action, CreateCollector):
+                collector = self._create_collector(ftj)
+                status = derive_status(ftj, job, pods, progress, now, self._settings, collector)
+            elif isinstance(action, CreateJob):
                 job, rejected = self._create_job(ftj)
                 pods = []
                 status = rejected or derive_status(ftj, job, pods, progress, now, self._settings)
@@ -155,10 +180,13 @@ class Reconciler:
         for action in actions:
             if isinstance(action, DeleteJob):
                 self._delete_job(ftj, action)
+            elif isinstance(action, DeleteCollector):
+                self._delete_collector(ftj)
         if is_terminal(status):
             # The final status (with the summary's metrics and artifacts) is written: the TTL starts now.
             self._expire_job(ftj, status, job, now)
         self._account(ftj, status, now)
+        self._record_gpu_hours(ftj, status, now)
         return str(status.get("phase"))
 
     def _settle_terminal(self, ftj: JsonDict, old: JsonDict, now: datetime) -> str:
@@ -178,7 +206,77 @@ class Reconciler:
             job = self._kube.get_job(namespace, job_name(name))
         self._expire_job(ftj, status, job, now)
         self._account(ftj, status, now)
+        self._record_gpu_hours(ftj, status, now)
         return str(status.get("phase"))
+
+    # -- GPU-hour quota (quota.py) --------------------------------------------------------------------
+    def _policy(self, namespace: str, *, fresh: bool = False) -> JsonDict | None:
+        now = time.monotonic()
+        with self._locks_guard:
+            cached = self._policies.get(namespace)
+        if cached is not None and not fresh and now - cached[1] < POLICY_TTL_SECONDS:
+            return cached[0]
+        try:
+            policy = self._kube.get_policy(namespace, POLICY_NAME)
+        except KubeError as err:
+            if err.kind is not ErrorKind.REJECTED:
+                raise
+            # No permission to read policies (an older chart's RBAC): no quota, said once per namespace.
+            if cached is None:
+                logger.warning("%s: cannot read FineTuneJobPolicy %s: %s", namespace, POLICY_NAME, err)
+            policy = None
+        with self._locks_guard:
+            self._policies[namespace] = (policy, now)
+        return policy
+
+    def _quota_block(self, ftj: JsonDict, now: datetime) -> str | None:
+        meta = ftj["metadata"]
+        policy = self._policy(meta["namespace"])
+        if policy is None:
+            return None
+        return Quota.of(policy, now).exceeded(str(meta.get("uid") or ""))
+
+    def _record_gpu_hours(self, ftj: JsonDict, status: JsonDict, now: datetime) -> None:
+        """Write this job's GPU-hours into its namespace's ledger (when one exists), at most every
+        LEDGER_INTERVAL while it runs, and once more when it finished."""
+        meta = ftj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        uid = str(meta.get("uid") or "")
+        final = is_terminal(status)
+        if not status.get("startTime") or key in self._ledger_final:
+            return
+        with self._locks_guard:
+            last = self._ledger_written.get(key)
+        if not ledger_due(last, now, final):
+            return
+        try:
+            gpus = validated_spec(ftj).resources.gpus
+        except ValidationError:
+            return
+        for attempt in range(3):
+            policy = self._policy(key[0], fresh=attempt > 0)
+            if policy is None:
+                return
+            quota = Quota.of(policy, now)
+            patch = quota.entry_patch(uid, gpu_hours(gpus, status, now, quota.period))
+            if patch is not None:
+                try:
+                    policy = self._kube.patch_policy_status(
+                        key[0], POLICY_NAME, patch, policy["metadata"].get("resourceVersion")
+                    )
+                except KubeError as err:
+                    if err.kind is ErrorKind.CONFLICT:
+                        continue  # another job's entry was written meanwhile: read again, redo
+                    raise
+                with self._locks_guard:
+                    self._policies[key[0]] = (policy, time.monotonic())
+                quota = Quota.of(policy, now)
+            self._metrics.set_quota(key[0], quota.used, quota.budget)
+            with self._locks_guard:
+                self._ledger_written[key] = now
+                if final:
+                    self._ledger_final.add(key)
+            return
 
     def _expire_job(self, ftj: JsonDict, status: JsonDict, job: JsonDict | None, now: datetime) -> None:
         """spec.ttlSecondsAfterFinished after the final status was written, delete the finished Job (never
@@ -216,14 +314,55 @@ class Reconciler:
         written = parse_time((final or {}).get("lastTransitionTime"))
         return None if written is None else written + timedelta(seconds=ttl)
 
-    def _pods(self, ftj: JsonDict, job: JsonDict | None) -> list[JsonDict]:
+    def _pods(self, ftj: JsonDict, job: JsonDict | None) -> tuple[list[JsonDict], list[JsonDict]]:
+        """(the pods of this very Job, every pod labelled with the FineTuneJob's name)."""
         if job is None or ownership(job, ftj) is not Ownership.OWNED:
-            return []
+            return [], []
         meta = ftj["metadata"]
         listed = self._kube.list_pods(meta["namespace"], f"{LABEL_FINETUNEJOB}={meta['name']}")
-        job_uid = job["metadata"].get("uid")
         # The label narrows the list; the controller reference proves the pod belongs to this very Job.
-        return [pod for pod in listed if (controller_of(pod) or {}).get("uid") == job_uid]
+        return _controlled_by(listed, job), listed
+
+    def _collector(self, ftj: JsonDict, listed: list[JsonDict]) -> CollectorRun:
+        meta = ftj["metadata"]
+        job = self._kube.get_job(meta["namespace"], collector_job_name(meta["name"]))
+        if job is None or ownership(job, ftj) is not Ownership.OWNED:
+            return CollectorRun(job=None)
+        return CollectorRun(job=job, pods=tuple(_controlled_by(listed, job)))
+
+    def _create_collector(self, ftj: JsonDict) -> CollectorRun:
+        meta = ftj["metadata"]
+        body = render_collector_job(ftj, self._settings)
+        name = body["metadata"]["name"]
+        try:
+            created = self._kube.create_job(meta["namespace"], body)
+        except KubeError as err:
+            if err.kind is ErrorKind.REJECTED:
+                logger.warning("%s: the API server refused the collector Job %s: %s", _key(ftj), name, err)
+                return CollectorRun(
+                    job=None, rejected=f"the API server refused the Job {name}: {err.status} {err.reason}"
+                )
+            if err.kind is not ErrorKind.CONFLICT:
+                raise
+            # Created by an earlier reconcile that did not get the answer: observed from the next one on.
+            return CollectorRun(job=self._kube.get_job(meta["namespace"], name))
+        logger.info("%s: the trainer pod is gone; created Job %s to re-read the summary", _key(ftj), name)
+        self._emit(
+            ftj,
+            [
+                Event(
+                    "Normal",
+                    "CollectingResults",
+                    f"Created Job {name} to re-read the run's summary from the output prefix.",
+                )
+            ],
+        )
+        return CollectorRun(job=created)
+
+    def _delete_collector(self, ftj: JsonDict) -> None:
+        namespace, name = ftj["metadata"]["namespace"], collector_job_name(ftj["metadata"]["name"])
+        if self._kube.delete_job(namespace, name, "Background"):
+            logger.info("%s: deleted Job %s (the final status is written)", _key(ftj), name)
 
     def _progress(self, ftj: JsonDict, pods: list[JsonDict]) -> ProgressRecord | None:
         pod = Pods.of(pods).running
@@ -246,10 +385,14 @@ class Reconciler:
         return parse_latest_progress(text)
 
     def _create_job(self, ftj: JsonDict) -> tuple[JsonDict | None, JsonDict | None]:
-        """(the Job now observed, a Failed status if the API server refused the Job)."""
+        """(the Job now observed, a Failed status if the API server refused the Job or its Service)."""
         meta = ftj["metadata"]
         body = render_job(ftj, self._settings)
         name = body["metadata"]["name"]
+        if is_multi_node(validated_spec(ftj)):
+            refused = self._create_service(ftj)
+            if refused is not None:
+                return None, failed_status(ftj, JOB_REJECTED, refused, self._clock())
         try:
             created = self._kube.create_job(meta["namespace"], body)
         except KubeError as err:
@@ -281,6 +424,24 @@ class Reconciler:
         logger.info("%s: created Job %s", _key(ftj), name)
         self._emit(ftj, [Event("Normal", "JobCreated", f"Created Job {name}.")])
         return created, None
+
+    def _create_service(self, ftj: JsonDict) -> str | None:
+        """The headless Service the nodes of a multi-node run find each other through, before their Job (a
+        crash in between leaves a Service that the next attempt finds: 409 is fine). Returns why the API
+        server refused it, if it did."""
+        body = render_service(ftj)
+        try:
+            self._kube.create_service(ftj["metadata"]["namespace"], body)
+        except KubeError as err:
+            if err.kind is ErrorKind.CONFLICT:
+                return None
+            if err.kind is ErrorKind.REJECTED:
+                name = body["metadata"]["name"]
+                logger.warning("%s: the API server refused Service %s: %s", _key(ftj), name, err)
+                return f"The API server refused to create the Service {name}: {err.status} {err.reason}: {err.message}"
+            raise
+        logger.info("%s: created Service %s", _key(ftj), body["metadata"]["name"])
+        return None
 
     def _delete_job(self, ftj: JsonDict, action: DeleteJob) -> None:
         namespace, name = ftj["metadata"]["namespace"], job_name(ftj["metadata"]["name"])
@@ -322,6 +483,11 @@ class Reconciler:
             except ValidationError:
                 gpus = 0
         self._metrics.account_gpus(ftj["metadata"]["namespace"], ftj["metadata"]["name"], gpus, now)
+
+
+def _controlled_by(pods: list[JsonDict], job: JsonDict) -> list[JsonDict]:
+    uid = job["metadata"].get("uid")
+    return [pod for pod in pods if (controller_of(pod) or {}).get("uid") == uid]
 
 
 def _key(ftj: JsonDict) -> str:

@@ -13,7 +13,14 @@ from ftjob import contract
 from ftjob.api import FineTuneJobSpec
 from ftjob.api.lenient import parse_spec_leniently
 
-from .names import LABEL_KUEUE_QUEUE, JsonDict, child_labels, job_name, owner_reference
+from .names import LABEL_KUEUE_QUEUE, JsonDict, child_labels, job_name, owner_reference, service_name
+from .render_distributed import (
+    indexed_job_fields,
+    is_distributed,
+    is_multi_node,
+    launcher_command,
+    shutdown_timeout_seconds,
+)
 from .settings import OperatorSettings
 
 TRAINER_UID: Final = 1000
@@ -109,6 +116,9 @@ def render_job(ftj: JsonDict, settings: OperatorSettings) -> JsonDict:
         "podFailurePolicy": {"rules": pod_failure_rules()},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec(spec, meta, settings)},
     }
+    if is_multi_node(spec):
+        job_spec.update(indexed_job_fields(spec, meta))
+        job_spec["template"]["spec"]["subdomain"] = service_name(name)
     job_spec["activeDeadlineSeconds"] = active_deadline_seconds(spec, settings)
     # No ttlSecondsAfterFinished: the TTL controller would race the operator, deleting the Job (and its pods,
     # with the termination summary) before the outcome is recorded. The operator deletes the Job itself,
@@ -189,8 +199,8 @@ def trainer_container(spec: FineTuneJobSpec, meta: JsonDict, settings: OperatorS
         "name": contract.CONTAINER_NAME,
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": list(contract.TRAINER_COMMAND),
-        "env": trainer_env(spec, meta),
+        "command": launcher_command(spec, meta) if is_distributed(spec) else list(contract.TRAINER_COMMAND),
+        "env": trainer_env(spec, meta) + distributed_env(spec, settings),
         "resources": {"requests": requests, "limits": limits},
         "volumeMounts": [
             {"name": WORKSPACE_VOLUME, "mountPath": contract.DEFAULT_WORKDIR},
@@ -235,6 +245,13 @@ def trainer_env(spec: FineTuneJobSpec, meta: JsonDict) -> list[JsonDict]:
     if token is not None:
         env.append(_secret_env(contract.ENV_HF_TOKEN, token.name, token.key))
     return env
+
+
+def distributed_env(spec: FineTuneJobSpec, settings: OperatorSettings) -> list[JsonDict]:
+    if not is_distributed(spec):
+        return []
+    grace = spec.checkpointing.termination_grace_period_seconds or settings.termination_grace_period_seconds
+    return [{"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(shutdown_timeout_seconds(grace))}]
 
 
 def _secret_env(name: str, secret: str, key: str) -> JsonDict:

@@ -51,6 +51,9 @@ class OperatorSettings:
     metrics_port: int = 9090
     """0 disables the metrics endpoint."""
     log_level: str = "INFO"
+    allow_loopback_endpoints: bool = False
+    """Accept spec.storage.endpointUrl on loopback. In a trainer pod that is the pod itself, where no object
+    store runs; only a test harness that runs pods as local processes needs it."""
 
     @property
     def all_namespaces(self) -> bool:
@@ -116,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="SECONDS",
         help="activeDeadlineSeconds of Jobs whose FineTuneJob sets none (default 604800: 7 days)",
+    )
+    parser.add_argument(
+        "--allow-loopback-endpoints",
+        action="store_true",
+        help="accept storage endpoints on loopback (only for harnesses that run trainer pods as local processes)",
     )
     parser.add_argument("--liveness-port", type=_port, default=8080, help="kopf liveness endpoint /healthz")
     parser.add_argument("--metrics-port", type=_port, default=9090, help="Prometheus metrics (0 disables)")
@@ -185,6 +193,7 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> OperatorSe
         metrics_port=args.metrics_port,
         log_level=log_level,
         default_active_deadline_seconds=deadline,
+        allow_loopback_endpoints=args.allow_loopback_endpoints,
     )
 
 

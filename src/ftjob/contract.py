@@ -40,6 +40,10 @@ DEFAULT_WORKDIR: Final = "/workspace"
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
 CONTAINER_NAME: Final = "trainer"
 TRAINER_COMMAND: Final = ("ftjob-train",)
+COLLECT_COMMAND: Final = ("ftjob-train", "collect")
+GATE_NOT_MET: Final = "EvaluationGateNotMet"
+"""The reason of a run whose tuned model missed spec.evaluation.gate (exit code 9)."""
+"""Re-reads a finished run's summary from its output prefix (see DurableSummary) into the termination log."""
 
 # Environment variable names that hold credentials: never logged, never written anywhere.
 SECRET_ENV_NAMES: Final = frozenset(
@@ -66,6 +70,10 @@ class ExitCode(IntEnum):
     """spec.output.uri holds the outputs of another run (another FineTuneJob uid): do not retry."""
     OUT_OF_MEMORY = 7
     """The GPU ran out of memory: the same spec on the same GPU fails the same way, so do not retry."""
+    RESULTS_NOT_FOUND = 8
+    """`ftjob-train collect`: the output prefix holds no summary of this run (this uid)."""
+    EVALUATION_GATE_NOT_MET = 9
+    """The tuned model missed spec.evaluation.gate: training again the same way would miss it again."""
     INTERRUPTED = 143
     """SIGTERM: a checkpoint was saved and the next attempt resumes from it."""
 
@@ -76,6 +84,7 @@ USER_ERROR_EXIT_CODES: Final = (
     ExitCode.INPUT_UNAVAILABLE,
     ExitCode.OUTPUT_PREFIX_IN_USE,
     ExitCode.OUT_OF_MEMORY,
+    ExitCode.EVALUATION_GATE_NOT_MET,
 )
 
 # --- progress: one line per record on stdout, read back by the operator from the pod log ------------
@@ -259,3 +268,22 @@ _SHEDDING: Final[tuple[Callable[[TerminationSummary], None], ...]] = (
     _last_resort,
 )
 """What goes first when the summary is too long; the loop stops as soon as it fits."""
+
+
+# --- the durable record: the summary, also under the output prefix --------------------------------------
+SUMMARY_FILE: Final = "summary.json"
+"""`<spec.output.uri>/summary.json`. The termination message lives only as long as the pod; when the pod is
+gone before the operator read it (pod garbage collection, a person, a node lost after the run), the operator
+runs a collector pod (`ftjob-train collect`, with the trainer's own credentials, which the operator never
+holds) that copies this file into its own termination message."""
+
+
+class DurableSummary(ApiModel):
+    """What `summary.json` holds: the summary, and whose run it is (a prefix can be re-used by a later run)."""
+
+    uid: str
+    """The FineTuneJob's metadata.uid."""
+    spec_digest: str = ""
+    """Of the whole spec the run trained with (suspend aside): an identical re-run is answered from here."""
+    data_digest: str = ""
+    summary: TerminationSummary

@@ -44,6 +44,11 @@ class LocalPlan:
     run_dir: Path
     termination_log: Path
 
+    @property
+    def trainer_log(self) -> Path:
+        """The trainer's whole output, records included, as a pod log would hold it."""
+        return self.run_dir / "trainer.log"
+
 
 def as_object(job: FineTuneJob, namespace: str | None = None) -> JsonDict:
     """The FineTuneJob as the API server would hand it to the operator (uid and namespace filled in; the uid
@@ -154,13 +159,42 @@ class LocalResult:
     summary: TerminationSummary | None
 
 
-def execute(plan: LocalPlan, stdout: TextIO | None = None) -> LocalResult:
+def execute(plan: LocalPlan, stdout: TextIO | None = None, *, verbose: bool = False) -> LocalResult:
+    """Run the trainer; its output goes to `stdout` (default: this process's) as a person would read it:
+    human lines and progress bars (see ftjob.cli.live), or every line unchanged with `verbose`."""
+    from ftjob.cli.live import TrainerOutput, make_sink
+
     for folder in {Path(v) for k, v in plan.env.items() if k in ("FTJOB_WORKDIR", "HF_HOME")}:
         folder.mkdir(parents=True, exist_ok=True)
     plan.termination_log.unlink(missing_ok=True)
-    proc = subprocess.run(plan.command, env=plan.env, stdout=stdout, stderr=subprocess.STDOUT, check=False)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    out = stdout if stdout is not None else sys.stdout
+    view, sink = TrainerOutput(verbose=verbose), make_sink(out, verbose=verbose)
+    # Line-buffered text, so a bar moves as soon as the trainer writes a record.
+    with subprocess.Popen(
+        plan.command,
+        env={**plan.env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            # Every line as the trainer wrote it, records included: what `kubectl logs` shows of a pod.
+            with plan.trainer_log.open("w") as raw:
+                for line in proc.stdout:
+                    raw.write(line)
+                    for item in view.feed(line):
+                        sink.show(item)
+            for item in view.flush():
+                sink.show(item)
+        finally:
+            sink.close()
+        code = proc.wait()
     text = plan.termination_log.read_text() if plan.termination_log.exists() else None
-    return LocalResult(proc.returncode, TerminationSummary.parse(text))
+    return LocalResult(code, TerminationSummary.parse(text))
 
 
 def describe(result: LocalResult) -> str:

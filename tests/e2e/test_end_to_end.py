@@ -154,7 +154,10 @@ def e2e(
         path(CORE, "secrets", namespace),
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS}, "data": data},
     )
-    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", [*FAST, "--namespace", namespace])
+    # The pod runner runs trainer pods as local processes: the moto server on loopback is reachable from them.
+    operator = OperatorProcess(
+        kubeconfig, tmp_path / "operator.log", [*FAST, "--namespace", namespace, "--allow-loopback-endpoints"]
+    )
     operator.start()
     try:
         yield Cluster(api, namespace, kubelet, operator, pod_runner, s3_server)
@@ -317,3 +320,37 @@ def test_operator_restart_during_training_creates_no_second_job(e2e: Cluster, ti
     assert status["progress"]["percent"] == 100 and status["metrics"]["evalLoss"] is not None
     job = e2e.api.get(path(BATCH, "jobs", e2e.namespace, "restart-train"))
     assert job is not None and job["metadata"]["ownerReferences"][0]["name"] == "restart"
+
+
+def test_a_run_that_misses_its_evaluation_gate_fails_and_is_not_promoted(
+    e2e: Cluster, tiny_inputs: str
+) -> None:
+    # A deliberately useless run: one step at a tiny learning rate cannot improve on the base model.
+    spec = tiny_spec(
+        tiny_inputs,
+        e2e.s3.url,
+        training={"maxSteps": 1, "learningRate": 1e-9},
+        checkpointing={"everySteps": 1},
+        evaluation={
+            "maxSamples": 2,
+            "maxNewTokens": 8,
+            "gate": {"metric": "evalLoss", "minImprovement": 0.05},
+        },
+    )
+    e2e.create("useless", spec)
+    status = e2e.wait_phase("useless", "Failed")
+    assert condition(status, "Failed") == ("True", "EvaluationGateNotMet"), status
+    assert "evaluation gate not met: evalLoss" in status["message"]
+    assert "less than minImprovement 0.05" in status["message"]
+    # Both numbers are in the status, and the adapter is kept where nothing promotes it.
+    metrics = status["metrics"]
+    assert metrics["evalLoss"] > metrics["baseEvalLoss"] - 0.05
+    assert status["artifacts"]["adapter"] == f"s3://{tiny_inputs}/runs/job/rejected/adapter/"
+    keys = e2e.keys(tiny_inputs, "runs/job/")
+    assert "runs/job/rejected/adapter/adapter_model.safetensors" in keys
+    assert not [k for k in keys if k.startswith("runs/job/adapter/")]
+    assert "runs/job/eval/report.md" in keys and "runs/job/manifest.json" in keys
+    # Retraining the same way would miss the gate again: the podFailurePolicy fails the Job at once.
+    failed = e2e.job_condition("useless-train", "Failed")
+    assert failed is not None and failed["reason"] == "PodFailurePolicy", failed
+    assert len(e2e.runner.attempts_of("useless-train")) == 1

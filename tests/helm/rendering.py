@@ -97,7 +97,48 @@ CUSTOM: Final[JsonDict] = {
         ],
     },
 }
-CONFIGURATIONS: Final[dict[str, JsonDict]] = {"default": DEFAULT, "namespaced": NAMESPACED, "custom": CUSTOM}
+# Multi-tenancy (docs/multi-tenant.md): guardrails, a cloud identity per team, trainer egress. Its policies
+# guard only namespaces with this label, which no namespace of tests/helm carries: installed for the whole
+# session, they must not judge other tests' objects (tests/tenancy installs its own, on its namespaces).
+GUARDED_SELECTOR: Final = {"matchLabels": {"ftjob.dev/guardrails": "helm-guarded-configuration"}}
+GUARDED: Final[JsonDict] = {
+    "watch": {"namespaces": ["team-a"]},
+    "guardrails": {
+        "enabled": True,
+        "namespaceSelector": GUARDED_SELECTOR,
+        "validationActions": ["Warn", "Audit"],
+    },
+    "trainerServiceAccount": {
+        "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ftjob-shared"},
+        "perNamespace": {
+            "team-a": {
+                "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ftjob-team-a"}
+            },
+            "team-b": {
+                "annotations": {"iam.gke.io/gcp-service-account": "team-b@example.iam.gserviceaccount.com"},
+                "labels": {"team": "b"},
+            },
+        },
+    },
+    "trainerNetworkPolicy": {
+        "enabled": True,
+        "storage": [
+            {
+                "to": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "minio-system"}}}
+                ],
+                "ports": [{"port": 9000, "protocol": "TCP"}],
+            }
+        ],
+        "publicHttps": {"enabled": True},
+    },
+}
+CONFIGURATIONS: Final[dict[str, JsonDict]] = {
+    "default": DEFAULT,
+    "namespaced": NAMESPACED,
+    "custom": CUSTOM,
+    "guarded": GUARDED,
+}
 
 
 def load_chart() -> helm_python.Chart:

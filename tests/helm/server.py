@@ -8,15 +8,17 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 from urllib.parse import urlencode
 
 import helm_python
 import urllib3
 
+from ftjob.schema.crd import CRD_NAME
 from ftjob_operator.settings import OperatorSettings, settings_from
 from tests.support.control_plane import ControlPlane
-from tests.support.kube_client import CORE
+from tests.support.kube_client import CORE, wait_for
 
 from .rendering import RELEASE, JsonDict, one, render
 
@@ -235,23 +237,34 @@ def localized(values: JsonDict, prefix: str) -> JsonDict:
     trainer_sa = out.get("trainerServiceAccount", {})
     if trainer_sa.get("namespaces"):
         trainer_sa["namespaces"] = [f"{prefix}-{ns}" for ns in trainer_sa["namespaces"]]
+    if trainer_sa.get("perNamespace"):
+        trainer_sa["perNamespace"] = {f"{prefix}-{ns}": v for ns, v in trainer_sa["perNamespace"].items()}
     return out
 
 
-def install(api: Api, chart: helm_python.Chart, values: JsonDict) -> Installation:
-    """Create restricted namespaces (the release's and every one the values name), render the chart into them
-    and apply every object server-side; the CRD with dryRun=All (the session's CRD is the same object and
-    other tests use it). Fails with the server's message on the first object it refuses."""
-    prefix = f"h{uuid.uuid4().hex[:8]}"
+def install(
+    api: Api,
+    chart: helm_python.Chart,
+    values: JsonDict,
+    *,
+    prefix: str | None = None,
+    namespace_labels: dict[str, str] | None = None,
+) -> Installation:
+    """Create restricted namespaces (the release's and every one the values name, with `namespace_labels`
+    too), render the chart into them and apply every object server-side; CRDs with dryRun=All (the
+    session's CRDs are the same objects and other tests use them). Fails with the server's message on the
+    first object it refuses."""
+    prefix = prefix or f"h{uuid.uuid4().hex[:8]}"
     values = localized(values, prefix)
     release_namespace = f"{prefix}-system"
     extra = [
         *values.get("watch", {}).get("namespaces", []),
         *values.get("trainerServiceAccount", {}).get("namespaces", []),
+        *sorted(values.get("trainerServiceAccount", {}).get("perNamespace", {})),
     ]
     namespaces = list(dict.fromkeys([release_namespace, *extra]))
     for name in namespaces:
-        create_namespace(api, name, RESTRICTED)
+        create_namespace(api, name, {**RESTRICTED, **(namespace_labels or {})})
     objects = render(chart, values, release=f"{RELEASE}-{prefix}", namespace=release_namespace)
     installation = Installation(
         f"{RELEASE}-{prefix}", release_namespace, values, objects, namespaces=namespaces
@@ -261,7 +274,9 @@ def install(api: Api, chart: helm_python.Chart, values: JsonDict) -> Installatio
             installation.unserved.append(obj)
             continue
         url = object_path(api, obj)
-        reply = api.apply(url, obj, dry_run=obj["kind"] == "CustomResourceDefinition")
+        reply = api.apply(url, obj, dry_run=_shared_crd(obj))
+        if obj["kind"] == "CustomResourceDefinition" and not _shared_crd(obj):
+            wait_for(partial(_established, api, url), timeout=30, what=f"CRD {obj['metadata']['name']}")
         assert reply.status in (200, 201), (
             f"{obj['kind']}/{obj['metadata']['name']}: {reply.status} {reply.message}"
         )
@@ -269,10 +284,23 @@ def install(api: Api, chart: helm_python.Chart, values: JsonDict) -> Installatio
     return installation
 
 
+def _shared_crd(obj: JsonDict) -> bool:
+    """The FineTuneJob CRD is the session's (kube_fixtures applies the generated one): only dry-run it. The
+    FineTuneJobPolicy CRD is applied for real: the guardrails refuse everything they match while the kind
+    they take parameters from is missing."""
+    return bool(obj["kind"] == "CustomResourceDefinition" and obj["metadata"]["name"] == CRD_NAME)
+
+
+def _established(api: Api, url: str) -> bool:
+    conditions = api.get(url).ok().get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
 def uninstall(api: Api, installation: Installation) -> None:
-    """Delete what the installation created (never the CRD: other tests use it), without waiting."""
+    """Delete what the installation created (never a CRD: other tests use it), without waiting. Cluster-scoped
+    objects first: a guardrail left behind would judge the rest of the session's requests."""
     for url, reply in installation.replies.items():
-        if reply.body.get("kind") in ("ClusterRole", "ClusterRoleBinding"):
+        if "/namespaces/" not in url and reply.body.get("kind") != "CustomResourceDefinition":
             api.delete(url)
     for name in installation.namespaces:
         api.delete(f"{CORE}/namespaces/{name}")

@@ -29,7 +29,13 @@ from .rendering import (
 
 # Kinds kubernetes-validate has no schema for (CRDs of other projects). Each is checked by hand below, and
 # test_unknown_kinds_are_really_unknown fails if the library learns one, so the skip cannot hide anything.
-CLUSTER_SCOPED_KINDS = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED_KINDS = {
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 
 def container(deployment: JsonDict) -> JsonDict:
@@ -263,6 +269,23 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         "/trainerServiceAccount/useAsDefault",
     ),
     ("root uid", {"securityContext": {"runAsUser": 0}}, "/securityContext/runAsUser"),
+    (
+        "guardrails without parameters",
+        {"guardrails": {"parameterNotFoundAction": "Ignore"}},
+        "/guardrails/parameterNotFoundAction",
+    ),
+    ("guardrail action", {"guardrails": {"validationActions": ["Block"]}}, "/guardrails/validationActions/0"),
+    (
+        "per-namespace identity of a bad namespace",
+        {"trainerServiceAccount": {"perNamespace": {"Team_A": {}}}},
+        "invalid propertyName 'Team_A'",
+    ),
+    (
+        "per-namespace unknown key",
+        {"trainerServiceAccount": {"perNamespace": {"team-a": {"role": "x"}}}},
+        "role",
+    ),
+    ("trainer egress cidr", {"trainerNetworkPolicy": {"publicHttps": {"except": ["169.254"]}}}, "except/0"),
     (
         "scrape interval",
         {"metrics": {"serviceMonitor": {"interval": "often"}}},

@@ -229,6 +229,18 @@ def test_the_operator_account_can_do_nothing_more(scene: Scene, admin: Api) -> N
         f"/apis/events.k8s.io/v1/namespaces/{ns}/events",
         {"apiVersion": "events.k8s.io/v1", "kind": "Event"},
     )
+    # Never its own guardrails: not the parameters (FineTuneJobPolicy), not the policies or their bindings.
+    policy = {
+        "apiVersion": "ftjob.dev/v1alpha1",
+        "kind": "FineTuneJobPolicy",
+        "metadata": {"name": "default"},
+    }
+    assert_forbidden(scene, "POST", f"{FTJS}/namespaces/{ns}/finetunejobpolicies", policy)
+    assert_forbidden(scene, "PATCH", f"{FTJS}/namespaces/{ns}/finetunejobpolicies/default", {"spec": {}})
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    for kind in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+        assert_forbidden(scene, "GET", f"{admission}/{kind}")
+        assert_forbidden(scene, "DELETE", f"{admission}/{kind}/ftjob-jobs")
     # Nothing cluster-scoped: kopf's scanning of CRDs and Namespaces is off.
     assert_forbidden(scene, "GET", f"{CORE}/nodes")
     assert_forbidden(scene, "GET", f"{CORE}/namespaces")

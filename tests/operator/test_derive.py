@@ -12,6 +12,7 @@ from ftjob.api import FineTuneJobStatus
 from ftjob.api.status import Artifacts, DatasetStats, Metrics
 from ftjob.contract import ProgressRecord, TerminationSummary
 from ftjob_operator.derive import derive_status
+from ftjob_operator.observe import CollectorRun
 from ftjob_operator.settings import OperatorSettings
 
 from . import factories as f
@@ -97,6 +98,8 @@ class Case:
     job: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
     progress: ProgressRecord | None = None
+    collector: CollectorRun | None = None
+    quota_block: str | None = None
     at: float = 120
     # expectations
     phase: str = ""
@@ -271,11 +274,71 @@ CASES = [
             status=RUNNING_STATUS,
             job=f.job(succeeded=1, conditions=[f.job_cond("Complete", "CompletionsReached")]),
             pods=[],
+            phase="Running",
+            conditions={"Running": ("False", "CollectingResults")},
+            message="removed before the operator read the summary; re-reading it from s3://results/demo/summary.json",
+        ),
+        id="succeeded-but-the-pod-vanished-collects-the-summary",
+    ),
+    pytest.param(
+        Case(
+            quota_block="The namespace used 10.00 of its 10 GPU-hours for 2026-11",
+            phase="Queued",
+            conditions={"Validated": ("True", "SpecValid"), "Admitted": ("False", "QuotaExceeded")},
+            message="used 10.00 of its 10 GPU-hours",
+        ),
+        id="held-by-the-namespace-gpu-hour-budget",
+    ),
+    pytest.param(
+        Case(
+            spec={"storage": {"endpointUrl": "http://127.0.0.1:9000"}},
+            phase="Failed",
+            conditions={"Validated": ("False", "LoopbackEndpoint"), "Failed": ("True", "LoopbackEndpoint")},
+            message="spec.storage.endpointUrl: http://127.0.0.1:9000 must not be a loopback address",
+        ),
+        id="loopback-endpoint-refused-on-a-cluster",
+    ),
+    pytest.param(
+        Case(
+            status=RUNNING_STATUS,
+            job=f.job(succeeded=1, conditions=[f.job_cond("Complete", "CompletionsReached")]),
+            pods=[],
+            collector=CollectorRun(job=f.job(succeeded=0, conditions=[])),
+            phase="Running",
+            conditions={"Running": ("False", "CollectingResults")},
+        ),
+        id="collector-still-running",
+    ),
+    pytest.param(
+        Case(
+            status=RUNNING_STATUS,
+            job=f.job(succeeded=1, conditions=[f.job_cond("Complete", "CompletionsReached")]),
+            pods=[],
+            collector=CollectorRun(
+                job=f.job(succeeded=1, conditions=[f.job_cond("Complete", "CompletionsReached")]),
+                pods=(f.terminated(0, SUCCESS),),
+            ),
             phase="Succeeded",
             conditions={"Succeeded": ("True", "TrainingSucceeded")},
-            message="pod was removed before the operator read the summary, so the status has no metrics",
+            fields={"metrics.evalLoss": 0.91},
+            message="(re-read from s3://results/demo/summary.json: the trainer pod was gone)",
         ),
-        id="succeeded-but-the-pod-vanished-says-so",
+        id="succeeded-re-read-by-the-collector",
+    ),
+    pytest.param(
+        Case(
+            status=RUNNING_STATUS,
+            job=f.job(succeeded=1, conditions=[f.job_cond("Complete", "CompletionsReached")]),
+            pods=[],
+            collector=CollectorRun(
+                job=None, rejected="the API server refused the Job demo-collect: 403 Forbidden"
+            ),
+            phase="Succeeded",
+            conditions={"Succeeded": ("True", "TrainingSucceeded")},
+            message="could not be re-read (the API server refused the Job demo-collect: 403 Forbidden), so the "
+            "status has no metrics",
+        ),
+        id="succeeded-collector-refused-says-so",
     ),
     pytest.param(
         Case(
@@ -291,6 +354,37 @@ CASES = [
             message="Only 3 usable examples after cleaning (minExamples 10).",
         ),
         id="failed-data-invalid-from-summary",
+    ),
+    pytest.param(
+        Case(
+            status=RUNNING_STATUS,
+            job=f.job(
+                failed=1,
+                conditions=[f.job_cond("Failed", "PodFailurePolicy", "Container trainer ... exit code 9")],
+            ),
+            pods=[
+                f.terminated(
+                    9,
+                    TerminationSummary(
+                        outcome="Failed",
+                        reason="EvaluationGateNotMet",
+                        message="evaluation gate not met: evalLoss 0.9100 (base 0.9200) improves on the base "
+                        "model by 0.01, less than minImprovement 0.05",
+                        metrics=Metrics(eval_loss=0.91, base_eval_loss=0.92),
+                        artifacts=Artifacts(adapter="s3://results/demo/rejected/adapter/"),
+                    ),
+                )
+            ],
+            phase="Failed",
+            conditions={"Failed": ("True", "EvaluationGateNotMet")},
+            fields={
+                "metrics.evalLoss": 0.91,
+                "metrics.baseEvalLoss": 0.92,
+                "artifacts.adapter": "s3://results/demo/rejected/adapter/",
+            },
+            message="less than minImprovement 0.05",
+        ),
+        id="failed-evaluation-gate-keeps-both-numbers",
     ),
     pytest.param(
         Case(
@@ -680,7 +774,14 @@ def _dig(obj: Any, dotted: str) -> Any:
 def test_derive_status(case: Case) -> None:
     obj = f.ftj(case.spec, status=case.status)
     status = derive_status(
-        obj, case.job, case.pods, case.progress, f.T0 + timedelta(seconds=case.at), SETTINGS
+        obj,
+        case.job,
+        case.pods,
+        case.progress,
+        f.T0 + timedelta(seconds=case.at),
+        SETTINGS,
+        case.collector,
+        case.quota_block,
     )
 
     assert status["phase"] == case.phase, status.get("message")
@@ -804,3 +905,10 @@ def test_a_validated_generation_never_becomes_invalid_spec() -> None:
     newer = f.ftj({"peft": {"r": "sixteen"}}, dict(RUNNING_STATUS), generation=2)
     st = derive_status(newer, f.job(), [f.running()], None, f.T0 + timedelta(seconds=120), SETTINGS)
     assert st["phase"] == "Failed"
+
+
+def test_loopback_endpoints_are_accepted_where_pods_are_local_processes() -> None:
+    obj = f.ftj({"storage": {"endpointUrl": "http://localhost:9000"}})
+    allowed = OperatorSettings(allow_loopback_endpoints=True)
+    status = derive_status(obj, None, [], None, f.T0, allowed)
+    assert status["phase"] == "Pending", status["message"]

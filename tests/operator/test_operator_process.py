@@ -1005,3 +1005,101 @@ def test_a_workspace_that_outgrows_its_limit_is_not_retried(
     assert [p["metadata"]["name"] for p in cluster.pods()] in ([], [pod["metadata"]["name"]])
     assert stays(lambda: cluster.status()["phase"]) == "Failed"
     assert cluster.requests("POST", "jobs") == 1
+
+
+def _run_that_loses_its_pod(cluster: Cluster, operator: OperatorProcess) -> None:
+    """The run succeeds while the operator is down, and its pod is removed (pod garbage collection, a
+    person) before the operator is back: the termination message, which held the summary, is gone."""
+    cluster.create()
+    pod = cluster.start(cluster.next_pod())
+    cluster.wait_condition("Running", "True", "Training")
+    operator.kill()
+    actors.pod_terminated(cluster.api, pod, 0, SUCCESS.to_message())
+    cluster.wait_job(lambda job: any(c["type"] == "Complete" for c in job["status"].get("conditions") or []))
+    actors.delete_pod(cluster.api, pod, grace_period_seconds=0)
+    wait_for(lambda: not cluster.pods(), what="the trainer pod removed")
+    operator.start()
+
+
+def _collector_pod(cluster: Cluster) -> JsonDict:
+    st = cluster.wait_condition("Running", "False", "CollectingResults")
+    assert "re-reading it from s3://results/demo/summary.json" in st["message"]
+    assert st["phase"] == "Running" and "metrics" not in st
+    pod = cluster.next_pod()
+    assert pod["metadata"]["labels"]["job-name"] == f"{NAME}-collect"
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["ftjob-train", "collect"]
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+    env = {e["name"]: e for e in container["env"]}
+    ftj = cluster.api.get(path(FTJ, "finetunejobs", cluster.ns, NAME))
+    assert ftj is not None and env["FTJOB_UID"]["value"] == ftj["metadata"]["uid"]
+    # The trainer's credentials, as references the kubelet resolves: the operator never holds them.
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "minio-creds"
+    return cluster.start(pod)
+
+
+def test_a_run_whose_pod_vanished_is_re_read_from_the_output_prefix(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    _run_that_loses_its_pod(cluster, operator)
+    collector = _collector_pod(cluster)
+    actors.pod_terminated(cluster.api, collector, 0, SUCCESS.to_message())
+    st = cluster.wait_condition("Succeeded", "True", "TrainingSucceeded")
+    assert st["metrics"]["evalLoss"] == 0.87 and st["artifacts"]["adapter"] == "s3://results/demo/adapter/"
+    assert st["dataset"]["trainExamples"] == 430
+    assert "(re-read from s3://results/demo/summary.json: the trainer pod was gone)" in st["message"]
+    cluster.wait_job_gone(f"{NAME}-collect")  # its work is done once the final status is written
+    cluster.wait_event("Normal", "CollectingResults")
+    assert stays(lambda: cluster.status()["phase"]) == "Succeeded"
+    assert cluster.requests("POST", "jobs") == 2  # the trainer's Job and the collector, never a retraining
+
+
+def test_a_summary_that_cannot_be_re_read_is_said_so(cluster: Cluster, operator: OperatorProcess) -> None:
+    _run_that_loses_its_pod(cluster, operator)
+    collector = _collector_pod(cluster)
+    lost = TerminationSummary(
+        outcome="Failed",
+        reason="ResultsNotFound",
+        message="s3://results/demo/summary.json does not exist: the trainer did not finish writing its results",
+    )
+    actors.pod_terminated(cluster.api, collector, int(contract.ExitCode.RESULTS_NOT_FOUND), lost.to_message())
+    st = cluster.wait_condition("Succeeded", "True", "TrainingSucceeded")
+    assert "metrics" not in st
+    assert (
+        "could not be re-read (ResultsNotFound: s3://results/demo/summary.json does not exist"
+        in st["message"]
+    )
+    cluster.wait_job_gone(f"{NAME}-collect")
+    assert cluster.requests("POST", "jobs") == 2  # not retried: reading again cannot help
+
+
+def test_a_multi_node_run_is_an_indexed_job_that_succeeds_with_index_0(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    cluster.create({**SPEC, "resources": {"gpus": 1, "nodes": 2, "memory": "24Gi"}})
+    service = wait_for(lambda: cluster.api.get(path(CORE, "services", cluster.ns, JOB)), what="the Service")
+    assert service["spec"]["clusterIP"] == "None"
+    job = cluster.wait_job()
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] == 2
+    # The real Job controller makes one pod per index, named for the rendezvous: <job>-<index>.<service>.
+    first, second = cluster.next_pod(), cluster.next_pod()
+    pods = {
+        int(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]): p
+        for p in (first, second)
+    }
+    assert {i: (p["spec"]["hostname"], p["spec"]["subdomain"]) for i, p in pods.items()} == {
+        0: (f"{JOB}-0", JOB),
+        1: (f"{JOB}-1", JOB),
+    }
+    for pod in pods.values():
+        cluster.start(pod)
+    cluster.wait_condition("Running", "True", "Training")
+    # Index 0 (global rank 0) publishes and exits; the success policy ends the Job without waiting for index 1.
+    worker = TerminationSummary(outcome="Succeeded", reason="WorkerFinished", message="rank 1 finished")
+    actors.pod_terminated(cluster.api, pods[0], 0, SUCCESS.to_message())
+    st = cluster.wait_condition("Succeeded", "True", "TrainingSucceeded", timeout=40)
+    assert st["metrics"]["evalLoss"] == 0.87  # from index 0's termination message, not a worker's
+    assert cluster.job_condition("SuccessCriteriaMet") is not None
+    with contextlib.suppress(ApiError):  # the controller may already be stopping it
+        actors.pod_terminated(cluster.api, pods[1], 0, worker.to_message())
+    assert cluster.requests("POST", "services") == 1 and cluster.requests("POST", "jobs") == 1

@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from ftjob_operator.derive import derive_status
-from ftjob_operator.plan import Action, CreateJob, DeleteJob, SetJobSuspend, plan_actions
+from ftjob_operator.observe import CollectorRun
+from ftjob_operator.plan import (
+    Action,
+    CreateCollector,
+    CreateJob,
+    DeleteCollector,
+    DeleteJob,
+    SetJobSuspend,
+    plan_actions,
+)
 from ftjob_operator.settings import OperatorSettings
 
 from . import factories as f
@@ -118,3 +127,36 @@ def test_plan_actions(
     obj = f.ftj(spec, status=status)
     derived = derive_status(obj, job, pods, None, f.T0 + timedelta(seconds=at), OperatorSettings())
     assert plan_actions(obj, derived, job) == expected
+
+
+def test_a_job_completed_without_its_pod_gets_one_collector_then_it_is_deleted() -> None:
+    obj = f.ftj({}, status=RUNNING)
+    job = f.job(succeeded=1, conditions=[f.job_cond("Complete", "CompletionsReached")])
+    at = f.T0 + timedelta(seconds=120)
+    collecting = derive_status(obj, job, [], None, at, OperatorSettings())
+    assert plan_actions(obj, collecting, job, None) == [CreateCollector()]
+    collector_job = f.job(conditions=[])
+    running = CollectorRun(job=collector_job)
+    waiting = derive_status(obj, job, [], None, at, OperatorSettings(), running)
+    assert plan_actions(obj, waiting, job, collector_job) == []  # never a second one
+    done = CollectorRun(job=f.job(conditions=[f.job_cond("Complete", "CompletionsReached")]))
+    final = derive_status(obj, job, [], None, at, OperatorSettings(), done)
+    assert final["phase"] == "Succeeded"
+    assert plan_actions(obj, final, job, collector_job) == [DeleteCollector()]
+
+
+def test_a_job_held_by_the_gpu_hour_budget_gets_no_job() -> None:
+    obj = f.ftj({})
+    held = derive_status(
+        obj,
+        None,
+        [],
+        None,
+        f.T0,
+        OperatorSettings(),
+        quota_block="The namespace used 10.00 of its 10 GPU-hours",
+    )
+    assert held["phase"] == "Queued"
+    assert plan_actions(obj, held, None) == []
+    free = derive_status(obj, None, [], None, f.T0, OperatorSettings())
+    assert plan_actions(obj, free, None) == [CreateJob()]

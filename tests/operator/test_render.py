@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
         {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         {
             "action": "FailJob",
-            "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3, 4, 6, 7]},
+            "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3, 4, 6, 7, 9]},
         },
     ],
     "spec.template.metadata.labels": {
@@ -359,3 +359,54 @@ def test_the_workspace_is_bounded_by_default_and_the_deadline_is_the_operator_s(
         ftj({"activeDeadlineSeconds": 7200}), OperatorSettings(default_active_deadline_seconds=60)
     )
     assert job["spec"]["activeDeadlineSeconds"] == 7200
+
+
+def test_several_gpus_on_one_node_run_torchrun_standalone() -> None:
+    job = render_job(ftj({"resources": {"gpus": 4}}), SETTINGS)
+    assert "completionMode" not in job["spec"] and job["spec"]["completions"] == 1
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == [
+        "ftjob-train",
+        "launch",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc-per-node=4",
+    ]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    # torchrun's workers get the pod's grace period (less its own exit) to save a checkpoint after SIGTERM.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == str(SETTINGS.termination_grace_period_seconds - 10)
+
+
+def test_several_nodes_are_an_indexed_job_behind_a_headless_service() -> None:
+    from ftjob_operator.render_distributed import render_service
+
+    obj = ftj({"resources": {"gpus": 2, "nodes": 3}, "backoffLimit": 4})
+    job = render_job(obj, SETTINGS)
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    # The run is done when index 0 (global rank 0, which publishes) is: the others are then stopped.
+    assert spec["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
+    assert spec["template"]["spec"]["subdomain"] == f"{NAME}-train"
+    assert spec["template"]["spec"]["containers"][0]["command"] == [
+        "ftjob-train",
+        "launch",
+        "--nnodes=3",
+        "--nproc-per-node=2",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={NAME}-train-0.{NAME}-train:29400",
+        f"--rdzv-id={UID}",
+        "--max-restarts=4",  # a replaced pod rejoins; the others wait for it instead of failing too
+    ]
+    service = render_service(obj)
+    assert service["metadata"]["name"] == f"{NAME}-train"
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": f"{NAME}-train"}
+    assert service["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+def test_a_service_name_starts_with_a_letter() -> None:
+    from ftjob_operator.names import service_name
+
+    assert service_name("7b-tune") == "ftj-7b-tune-train"
+    assert service_name("tune") == "tune-train"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ from ftjob import contract
 from ftjob.contract import TerminationSummary, parse_latest_progress
 
 TRAINER = [sys.executable, "-m", "ftjob_trainer.cli"]
+
+
+def torchrun(processes: int = 2) -> list[str]:
+    """The trainer as several processes on this machine: `ftjob-train launch` (torchrun, with the trainer's
+    exit code), gloo on a CPU."""
+    return [*TRAINER, "launch", "--standalone", f"--nproc-per-node={processes}"]
+
+
 HOOKS = Path(__file__).parent / "trainer_hooks"
 
 
@@ -87,16 +96,30 @@ def trainer_env(spec: dict[str, Any], workdir: Path, extra: dict[str, str]) -> d
     return env
 
 
-def run_trainer(env: dict[str, str], workdir: Path, timeout: float = 600) -> TrainerResult:
-    proc = subprocess.run(TRAINER, env=env, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+def run_trainer(
+    env: dict[str, str],
+    workdir: Path,
+    timeout: float = 600,
+    args: tuple[str, ...] = (),
+    command: Sequence[str] = TRAINER,
+) -> TrainerResult:
+    proc = subprocess.run(
+        [*command, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=workdir
+    )
     return _result(proc.returncode, proc.stdout + proc.stderr, Path(env[contract.ENV_TERMINATION_LOG]))
 
 
-def run_trainer_until(env: dict[str, str], workdir: Path, marker: str, timeout: float = 600) -> TrainerResult:
+def run_trainer_until(
+    env: dict[str, str],
+    workdir: Path,
+    marker: str,
+    timeout: float = 600,
+    command: Sequence[str] = TRAINER,
+) -> TrainerResult:
     """Start the trainer, send SIGTERM once `marker` appears in its output, and wait for it to exit."""
     log_path = workdir / "trainer.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(TRAINER, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        proc = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         deadline = time.monotonic() + timeout
         while marker not in log_path.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -10,6 +10,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ftjob.api.status import DatasetStats, Metrics
 from ftjob.contract import (
+    PROGRESS_PREFIX,
     TERMINATION_MESSAGE_LIMIT,
     ProgressRecord,
     TerminationSummary,
@@ -156,3 +157,24 @@ def test_termination_summary_fits_the_kubelet_limit() -> None:
     parsed = TerminationSummary.parse(text)
     assert parsed is not None and parsed.reason == "DataInvalid" and parsed.message.startswith("xxx")
     assert TerminationSummary.parse("Error: OOM") is None and TerminationSummary.parse("") is None
+
+
+def test_a_logging_step_is_reported_once_with_its_own_loss(tmp_path: Path) -> None:
+    """transformers calls on_step_end before on_log for the same step: a heartbeat there printed the step
+    twice, the first time with the previous step's loss."""
+    from ftjob_trainer.callbacks import ProgressCallback
+
+    stream = io.StringIO()
+    callback = ProgressCallback(LogLineReporter(stream), heartbeat_seconds=0.0)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    state = TrainerState(global_step=20, max_steps=41, epoch=0.5)
+    callback.last_loss = 0.0113
+    logging_step = TrainerControl(should_log=True)
+    callback.on_step_end(args, state, logging_step)
+    callback.on_log(args, state, logging_step, logs={"loss": 0.0046})
+    records = [line for line in stream.getvalue().splitlines() if line.startswith(PROGRESS_PREFIX)]
+    assert len(records) == 1 and '"loss":0.0046' in records[0]
+    # Between logging steps the heartbeat still reports (the operator's status never falls a poll behind).
+    state.global_step = 21
+    callback.on_step_end(args, state, TrainerControl(should_log=False))
+    assert sum(line.startswith(PROGRESS_PREFIX) for line in stream.getvalue().splitlines()) == 2

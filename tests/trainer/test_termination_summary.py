@@ -17,7 +17,7 @@ from ftjob.api.status import Artifacts, DatasetStats, Metrics
 from ftjob.api.uris import MAX_URI_LENGTH
 from ftjob.contract import TERMINATION_MESSAGE_LIMIT, TerminationSummary
 from ftjob_operator.observe import summary_of
-from ftjob_trainer.pipeline import Outputs
+from ftjob_trainer.run_context import Outputs
 
 FUZZ = settings(max_examples=200, deadline=None, database=None)
 

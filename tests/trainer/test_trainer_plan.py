@@ -232,3 +232,13 @@ def test_tokenized_dataset_follows_the_file_content(tmp_path: Path, smollm2_toke
     assert len(row["input_ids"]) == len(row["assistant_masks"]) and 0 < sum(row["assistant_masks"]) < len(
         row["input_ids"]
     )
+
+
+def test_transformers_turns_the_warmup_ratio_into_the_same_steps() -> None:
+    from transformers import TrainingArguments
+
+    s = spec(training={"warmupRatio": 0.1})
+    kwargs = sft_config_kwargs(s, plan_training(s.peft, CPU), Path("/tmp/unused"), use_cpu=True)
+    assert kwargs["warmup_steps"] == 0.1
+    args = TrainingArguments(output_dir="/tmp/unused", warmup_steps=kwargs["warmup_steps"], use_cpu=True)
+    assert args.get_warmup_steps(95) == warmup_steps(s, 95) == 10

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ftjob import contract
 from ftjob.contract import USER_ERROR_EXIT_CODES, ExitCode
 from ftjob.demo.orders import write_dataset
 from tests.support.s3_server import S3Endpoint
@@ -84,6 +85,7 @@ def test_trains_evaluates_and_publishes(
         "eval/predictions.jsonl",
         "data-report.json",
         "manifest.json",
+        "summary.json",
         "checkpoints/checkpoint-6/COMPLETE",
         "checkpoints/job.json",
     ):
@@ -133,6 +135,61 @@ def test_trains_evaluates_and_publishes(
         AutoModelForCausalLM.from_pretrained(str(tiny_model_path)), str(adapter)
     )
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
+
+    # The pod is gone before the operator read its termination message: `ftjob-train collect` (what the
+    # operator's collector Job runs) re-reads the same summary from the output prefix.
+    collected = collect(stage(), tmp_path)
+    assert collected.code == ExitCode.OK, collected.log[-3000:]
+    assert collected.termination_text == result.termination_text
+    assert_no_secret(collected)
+
+    # The same run again (same uid, spec and data; `ftjob local` twice): answered from its summary, no training.
+    again = run_trainer(stage(), tmp_path)
+    assert again.code == ExitCode.OK, again.log[-3000:]
+    assert again.termination_text == result.termination_text
+    assert "already succeeded and published its results" in again.log
+    assert "training" not in again.progress_stages()
+
+    # Same training, other evaluation settings: the final checkpoint is resumed, no step is left to train,
+    # and the train loss reported is the run's last logged one, not the 0.0 of an attempt that trained nothing.
+    reevaluated = run_trainer(stage(evaluation={"maxSamples": 3}), tmp_path)
+    assert reevaluated.code == ExitCode.OK, reevaluated.log[-3000:]
+    assert "resuming from checkpoint at step 6" in reevaluated.log
+    assert "the checkpoint at step 6 is the last one: nothing left to train" in reevaluated.log
+    assert reevaluated.summary is not None and reevaluated.summary.metrics is not None
+    logged = [p["trainLoss"] for p in evaluation["history"] if p.get("trainLoss") is not None]
+    reported = reevaluated.summary.metrics.train_loss
+    assert reported is not None and reported > 0
+    assert reported == pytest.approx(logged[-1]), (reported, logged)
+
+
+def collect(env: dict[str, str], tmp_path: Path, uid: str = "0000-test") -> TrainerResult:
+    log = tmp_path / "collector-termination-log"
+    log.unlink(missing_ok=True)
+    env = {**env, contract.ENV_TERMINATION_LOG: str(log), contract.ENV_UID: uid}
+    return run_trainer(env, tmp_path, timeout=120, args=("collect",))
+
+
+def test_collect_refuses_a_missing_summary_and_another_run_s(
+    stage: Callable[..., dict[str, str]], s3_server: S3Endpoint, s3_bucket: str, tmp_path: Path
+) -> None:
+    missing = collect(stage(), tmp_path)
+    assert missing.code == ExitCode.RESULTS_NOT_FOUND, missing.log[-2000:]
+    assert missing.summary is not None and missing.summary.reason == "ResultsNotFound"
+    assert f"s3://{s3_bucket}/runs/job/summary.json does not exist" in missing.summary.message
+
+    # A failed run writes its summary too (only under a prefix it owns): here, the data check's verdict.
+    failed = run_trainer(stage(data={"minExamples": 500}), tmp_path)
+    assert failed.code == ExitCode.DATA_INVALID
+    record = read_json(s3_server, s3_bucket, "runs/job/summary.json")
+    assert record["uid"] == "0000-test" and record["summary"]["reason"] == "DataInvalid"
+
+    other = collect(stage(), tmp_path, uid="1111-other")
+    assert other.code == ExitCode.RESULTS_NOT_FOUND
+    assert (
+        other.summary is not None
+        and "belongs to another run (FineTuneJob uid 0000-test" in other.summary.message
+    )
 
 
 def test_bad_data_fails_fast_with_report_and_no_training(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,29 +19,76 @@ from .signals import StopRequest
 log = logging.getLogger("ftjob.trainer")
 
 
+def _synchronize() -> None:
+    """Wait for the GPU's queued work, so a clock read after it times the work, not its launch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class ProgressCallback(TrainerCallback):
     """Emits a progress record on every log step, and at least every `heartbeat_seconds` while training,
-    so the operator's status is never more than one poll interval behind."""
+    so the operator's status is never more than one poll interval behind.
 
-    def __init__(self, reporter: ProgressReporter, heartbeat_seconds: float = 20.0) -> None:
+    Tokens per second count the tokens that are not padding (`state.num_input_tokens_seen`, counted by
+    `training.counting_trainer_class`), and only after the first `warmup_steps` optimiser steps of this
+    session: those hold compilation (FlexAttention, Triton kernels), allocator growth and the first data
+    loading, and would make the rate of a short run meaningless."""
+
+    def __init__(
+        self, reporter: ProgressReporter, heartbeat_seconds: float = 20.0, warmup_steps: int = 1
+    ) -> None:
         self.reporter = reporter
         self.heartbeat_seconds = heartbeat_seconds
+        self.warmup_steps = warmup_steps
         self.meter = ThroughputMeter()
         self.last_loss: float | None = None
         self._last_emit = 0.0
+        self._begin_step = 0
+        self._begun_at: float | None = None
+        self.first_step_seconds: float | None = None
+        self._measured_from: tuple[float, int, int] | None = None
+        self._measured_to: tuple[float, int, int] | None = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.meter.add(state.global_step, int(state.num_input_tokens_seen or 0))
+        self._begin_step = state.global_step
+        self._begun_at = time.monotonic()
         self._emit(state)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.meter.add(state.global_step, int(state.num_input_tokens_seen or 0))
-        if time.monotonic() - self._last_emit >= self.heartbeat_seconds:
+        done = state.global_step - self._begin_step
+        if done >= self.warmup_steps:
+            _synchronize()
+            now, tokens = time.monotonic(), int(state.num_input_tokens_seen or 0)
+            if self._measured_from is None:
+                self._measured_from = (now, state.global_step, tokens)
+            self._measured_to = (now, state.global_step, tokens)
+            self.meter.add(state.global_step, tokens, at=now)
+        if done == 1 and self._begun_at is not None:
+            self.first_step_seconds = round(time.monotonic() - self._begun_at, 2)
+        # On a logging step on_log follows with this step's loss: a heartbeat now would print the step twice,
+        # the first time with the previous step's loss.
+        if not control.should_log and time.monotonic() - self._last_emit >= self.heartbeat_seconds:
             self._emit(state)
+
+    def throughput(self) -> dict[str, Any]:
+        """What the manifest records: non-padding tokens per second over every step after the warm-up."""
+        out: dict[str, Any] = {"warmupSteps": self.warmup_steps, "firstStepSeconds": self.first_step_seconds}
+        if self._measured_from and self._measured_to and self._measured_to[1] > self._measured_from[1]:
+            (t0, s0, k0), (t1, s1, k1) = self._measured_from, self._measured_to
+            out.update(
+                {
+                    "measuredSteps": s1 - s0,
+                    "measuredSeconds": round(t1 - t0, 2),
+                    "nonPadTokensPerSecond": round((k1 - k0) / (t1 - t0), 1) if t1 > t0 else None,
+                    "secondsPerStep": round((t1 - t0) / (s1 - s0), 3),
+                }
+            )
+        return out
 
     def on_log(
         self,
@@ -93,16 +142,23 @@ def best_step(state: TrainerState) -> int | None:
 
 
 class CheckpointUploadCallback(TrainerCallback):
-    """After transformers writes `checkpoint-N/` locally, publish it to the output location."""
+    """After transformers writes `checkpoint-N/` locally, publish it to the output location (from global rank
+    0 only, the one process that writes checkpoints and under the output prefix).
 
-    def __init__(self, sink: CheckpointSink) -> None:
+    With several processes every one writes its own RNG state into the checkpoint folder: `barrier` (called
+    on every rank) makes rank 0 wait for them before uploading."""
+
+    def __init__(self, sink: CheckpointSink, barrier: Callable[[], None] | None = None) -> None:
         self.sink = sink
+        self.barrier = barrier
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
+        if self.barrier is not None:
+            self.barrier()
         local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
-        if local.is_dir():
+        if state.is_world_process_zero and local.is_dir():
             best = best_step(state)
             self.sink.publish(state.global_step, local, frozenset() if best is None else frozenset({best}))
 
@@ -115,11 +171,21 @@ class StopOnSignalCallback(TrainerCallback):
     then leaves the loop without stepping the optimiser, and the checkpoint saved at the epoch end holds
     the weights of the last complete step, which the next attempt resumes from, replaying the micro-batches
     of the unfinished one. An evaluation the epoch end would start is skipped: it is not worth the grace
-    period, and so is a second save of a step saved already."""
+    period, and so is a second save of a step saved already.
 
-    def __init__(self, stop: StopRequest) -> None:
+    With several processes `agree` makes the decision collective (true on every rank when true on one):
+    every rank then stops after the same micro-batch and joins the same save, and none is left waiting for
+    the others in a gradient all-reduce. It is called at the same points on every rank."""
+
+    def __init__(self, stop: StopRequest, agree: Callable[[bool], bool] | None = None) -> None:
         self.stop = stop
+        self.agree = agree
         self._saved_step = -1
+
+    def _stop(self) -> bool:
+        if self.agree is not None and self.agree(self.stop.requested) and not self.stop.requested:
+            self.stop.set("SIGTERM")  # received by another rank first
+        return self.stop.requested
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -129,13 +195,13 @@ class StopOnSignalCallback(TrainerCallback):
     def on_substep_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.stop.requested:
+        if self._stop():
             control.should_training_stop = True
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.stop.requested:
+        if self._stop():
             control.should_evaluate = False
             control.should_save = True
             control.should_training_stop = True
@@ -143,7 +209,41 @@ class StopOnSignalCallback(TrainerCallback):
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.stop.requested:
+        if self._stop():
             control.should_evaluate = False
             # Nothing to add when this step is saved already; step 0 has nothing worth saving.
             control.should_save = state.global_step > 0 and state.global_step != self._saved_step
+
+
+class SelectiveRecomputeCallback(TrainerCallback):
+    """Recompute only the first `recomputed` decoder layers in the backward pass; the others keep their
+    activations. transformers turns checkpointing on for every layer at the start of `train()` (before
+    this hook), so the choice is applied here, layer by layer."""
+
+    def __init__(self, recomputed: int) -> None:
+        self.recomputed = recomputed
+        self.layers = 0
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model = kwargs.get("model")
+        if model is None:
+            return
+        self.layers = apply_selective_recompute(model, self.recomputed)
+        log.info(
+            "recomputing activations of %d of %d decoder layers in the backward pass",
+            min(self.recomputed, self.layers),
+            self.layers,
+        )
+
+
+def apply_selective_recompute(model: Any, recomputed: int) -> int:
+    """Set each decoder layer's checkpointing flag (the first `recomputed` on); returns the layer count."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for index, layer in enumerate(layers):
+        # Only ever switched off: a layer stays recomputed only where checkpointing was enabled.
+        layer.gradient_checkpointing = bool(layer.gradient_checkpointing) and index < recomputed
+    return len(layers)

@@ -91,6 +91,13 @@ class TrainerConfig:
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
+    @property
+    def spec_digest(self) -> str:
+        """Identifies the whole spec (suspend aside): a finished run with the same one need not run again."""
+        doc = self.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        doc.pop("suspend", None)
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
     def path(self, *parts: str) -> Path:
         """A path under the work directory; every file the trainer writes lives there."""
         return self.workdir.joinpath(*parts)

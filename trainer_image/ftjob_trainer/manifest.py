@@ -51,7 +51,10 @@ class Manifest(ApiModel):
     spec: dict[str, Any]
     """The spec as given, defaults resolved."""
     resolved: dict[str, Any]
-    """What actually ran: method (after any fallback), precision, device, steps, warmup, effective batch."""
+    """What actually ran: method (after any fallback), precision, device, steps, warmup, effective batch;
+    `speed`: attention implementation, padding-free batches, kernels, optimiser, micro-batch and gradient
+    accumulation, gradient checkpointing (`full`, `selective` with the recomputed layers, or `off`) and why,
+    packing; `throughput`: non-padding tokens per second after the warm-up steps, time of the first step."""
     seed: int
     resumed_from_step: int | None = None
     output: dict[str, Any] | None = None
@@ -59,6 +62,7 @@ class Manifest(ApiModel):
     (an earlier attempt of this job), `overwrote` or `resumedOther` (another run's outputs, per
     spec.output.onExisting), with that run's record and notes on anything deleted or not resumed."""
     tokens_trained: int | None = None
+    """Tokens the model was trained on, padding excluded (every micro-batch of every step)."""
     libraries: dict[str, str] = Field(default_factory=library_versions)
     metrics: Metrics
     artifacts: Artifacts

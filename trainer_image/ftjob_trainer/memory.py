@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from ftjob.api import FineTuneJobSpec
 
@@ -75,3 +76,185 @@ def out_of_memory_error(spec: FineTuneJobSpec, memory: GpuMemory | None, stage: 
         f"{'on' if training.gradient_checkpointing else 'off'}. Retrying the same spec on the same GPU "
         f"fails the same way: {'; '.join(advice)}."
     )
+
+
+# --- Choosing the micro-batch and the recomputed layers from the memory the GPU has -------------------------
+
+ACTIVATION_BYTES_PER_UNIT = (14, 6)
+"""Bytes of saved activations per token and layer, per (hidden unit, MLP unit), when a layer is not
+recomputed: a decoder layer of a QLoRA model (bf16, adapters with dropout on the seven projections, Liger's
+SwiGLU, FlexAttention) keeps about 14 hidden-sized and 6 MLP-sized bf16 tensors per token. Calibrated on an
+H200 (bench/results/train-speed-h200-2026-11-30): a Mistral-7B-shaped model (hidden 4096, MLP 14336, 32
+layers) peaked at 83.0 GiB with no layer recomputed and 9,066 tokens in its largest micro-batch, about
+287 KB per token and layer once the ~4.6 GiB of weights are taken off; (14, 6) gives 287 KB."""
+
+REBUILT_FRACTION = 0.8
+"""Of a recomputed layer's activations, the part alive at once while its backward pass runs (the recipe's
+own peak, 7.6 GiB at 5,988 tokens with every layer recomputed, puts it near 0.7)."""
+
+FREE_MEMORY_MARGIN = (GIB // 2, 0.08)
+"""Of the GPU's free memory, kept free (bytes, fraction): the allocator's fragmentation and caches,
+cuBLAS/Triton workspaces. A `gpuMemoryLimitGib` counts allocated bytes, like the peak the manifest records,
+so it keeps only `LIMIT_MARGIN` for the estimate's error."""
+
+LIMIT_MARGIN = 0.03
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    layers: int
+    hidden: int
+    intermediate: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config: Any) -> ModelShape:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        hidden = int(text.hidden_size)
+        return cls(
+            layers=int(text.num_hidden_layers),
+            hidden=hidden,
+            intermediate=int(getattr(text, "intermediate_size", None) or 4 * hidden),
+            vocab=int(text.vocab_size),
+        )
+
+    def layer_bytes(self, tokens: int) -> int:
+        """Activations one layer keeps for the backward pass when it is not recomputed."""
+        per_hidden, per_mlp = ACTIVATION_BYTES_PER_UNIT
+        return 2 * tokens * (per_hidden * self.hidden + per_mlp * self.intermediate)
+
+    def checkpoint_bytes(self, tokens: int) -> int:
+        """What a recomputed layer keeps: its input, in bf16."""
+        return 2 * tokens * self.hidden
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How one optimiser step is cut into micro-batches and which decoder layers are recomputed."""
+
+    micro_batch: int
+    accumulation: int
+    recomputed_layers: int
+    """Decoder layers whose activations are recomputed in the backward pass (the first ones)."""
+    layers: int
+    estimated_peak: int | None
+    """Bytes the plan is expected to allocate at most (None: not estimated, e.g. on CPUs)."""
+    budget: int | None
+    reason: str
+
+    @property
+    def checkpointing(self) -> Literal["full", "selective", "off"]:
+        if self.recomputed_layers <= 0:
+            return "off"
+        return "full" if self.recomputed_layers >= self.layers else "selective"
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "microBatchSize": self.micro_batch,
+            "gradientAccumulationSteps": self.accumulation,
+            "gradientCheckpointing": self.checkpointing,
+            "recomputedLayers": self.recomputed_layers,
+            "layers": self.layers,
+            "reason": self.reason,
+        }
+        if self.estimated_peak is not None:
+            out["estimatedPeakGiB"] = round(self.estimated_peak / GIB, 2)
+        if self.budget is not None:
+            out["budgetGiB"] = round(self.budget / GIB, 2)
+        return out
+
+
+def worst_micro_batch_tokens(lengths: list[int], micro_batch: int, *, padding_free: bool) -> int:
+    """Tokens in the largest micro-batch the data can form: the longest sequences together, padded to the
+    longest of them unless the batch is padding-free."""
+    if not lengths:
+        return 0
+    longest = sorted(lengths, reverse=True)[:micro_batch]
+    return sum(longest) if padding_free else len(longest) * longest[0]
+
+
+def estimate_peak(shape: ModelShape, *, static: int, trainable: int, tokens: int, recomputed: int) -> int:
+    """Bytes a training step allocates at most: what is loaded (weights, adapters), the optimiser's states
+    and gradients of the adapters, the activations kept between forward and backward, and one recomputed
+    layer's activations rebuilt during the backward pass."""
+    kept = (shape.layers - recomputed) * shape.layer_bytes(tokens) + recomputed * shape.checkpoint_bytes(
+        tokens
+    )
+    rebuilt = int(REBUILT_FRACTION * shape.layer_bytes(tokens)) if recomputed else 0
+    # Logits are computed in chunks by trl; the hidden states' gradient and the norms' fp32 copies remain.
+    head = 2 * tokens * shape.hidden * 4
+    return static + 12 * trainable + kept + rebuilt + head
+
+
+def plan_memory(
+    *,
+    shape: ModelShape,
+    static: int,
+    trainable: int,
+    lengths: list[int],
+    padding_free: bool,
+    per_device_batch: int,
+    accumulation: int,
+    checkpointing_allowed: bool,
+    free: int | None,
+    limit: int | None,
+    auto: bool,
+) -> MemoryPlan:
+    """Pick the micro-batch and the recomputed layers (pure; the caller measures `static`, `free`).
+
+    The optimiser step keeps its `per_device_batch x accumulation` sequences, so the loss curve does not
+    depend on the choice. Recomputing every layer costs about a third of the step time (a second forward
+    pass through the 4-bit weights), far more than a micro-batch of the spec's size loses against a larger
+    one (about 5%), so: first recompute as few layers as fit, then, once none is recomputed, take the
+    largest micro-batch that divides the step and fits. Without `auto`, or without
+    a GPU to measure, the spec's values run as given."""
+    layers = shape.layers
+    given = MemoryPlan(
+        micro_batch=per_device_batch,
+        accumulation=accumulation,
+        recomputed_layers=layers if checkpointing_allowed else 0,
+        layers=layers,
+        estimated_peak=None,
+        budget=None,
+        reason="as the spec says (autoTune off)" if not auto else "no GPU to measure: as the spec says",
+    )
+    if not auto or free is None:
+        return given
+    margin_bytes, margin_fraction = FREE_MEMORY_MARGIN
+    available = static + free
+    budget = int(available - margin_bytes - margin_fraction * available)
+    limited = limit is not None and int(limit * (1 - LIMIT_MARGIN)) < budget
+    if limit is not None and limited:
+        budget = int(limit * (1 - LIMIT_MARGIN))
+    source = f"the {limit / GIB:.1f} GiB limit" if limit is not None and limited else "free GPU memory"
+
+    def peak(micro: int, recomputed: int) -> int:
+        tokens = worst_micro_batch_tokens(lengths, micro, padding_free=padding_free)
+        return estimate_peak(shape, static=static, trainable=trainable, tokens=tokens, recomputed=recomputed)
+
+    def plan(micro: int, recomputed: int, why: str) -> MemoryPlan:
+        return MemoryPlan(
+            micro_batch=micro,
+            accumulation=per_device_batch * accumulation // micro,
+            recomputed_layers=recomputed,
+            layers=layers,
+            estimated_peak=peak(micro, recomputed),
+            budget=budget,
+            reason=why,
+        )
+
+    step = per_device_batch * accumulation
+    if peak(per_device_batch, 0) <= budget:
+        larger = [m for m in range(per_device_batch + 1, step + 1) if step % m == 0 and peak(m, 0) <= budget]
+        micro = max(larger, default=per_device_batch)
+        return plan(micro, 0, f"no recomputation and micro-batch {micro} fit {source}")
+    if not checkpointing_allowed:
+        return plan(per_device_batch, 0, "gradientCheckpointing is false: no layer is recomputed")
+    for recomputed in range(1, layers + 1):
+        if peak(per_device_batch, recomputed) <= budget:
+            return plan(
+                per_device_batch,
+                recomputed,
+                f"{recomputed} of {layers} layers recomputed to fit {source}",
+            )
+    return plan(per_device_batch, layers, f"every layer recomputed: the estimate exceeds {source}")

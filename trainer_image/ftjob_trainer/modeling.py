@@ -25,14 +25,20 @@ class Hardware:
     cuda: bool
     bf16: bool
     device_name: str
+    capability: tuple[int, int] = (0, 0)
+    """CUDA compute capability ((9, 0) for an H100/H200); (0, 0) without CUDA."""
 
     @classmethod
     def detect(cls) -> Hardware:
         import torch
 
         if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
             return cls(
-                cuda=True, bf16=torch.cuda.is_bf16_supported(), device_name=torch.cuda.get_device_name(0)
+                cuda=True,
+                bf16=torch.cuda.is_bf16_supported(),
+                device_name=torch.cuda.get_device_name(0),
+                capability=(int(major), int(minor)),
             )
         return cls(cuda=False, bf16=False, device_name="cpu")
 
@@ -76,6 +82,86 @@ def plan_training(peft: PeftSpec, hardware: Hardware) -> TrainingPlan:
     else:
         dtype = requested
     return TrainingPlan(method=method, dtype=dtype, notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """How the forward and backward passes run (what the manifest records under `resolved.speed`)."""
+
+    attention: Literal["flex_attention", "sdpa"]
+    padding_free: bool
+    """Each micro-batch is one row of its sequences end to end, with position ids restarting per sequence
+    and attention confined to each sequence: no padding is computed, the batches stay the same."""
+    liger: bool
+    """Liger's Triton kernels for RMSNorm, SwiGLU and RoPE."""
+    optimizer: str
+    notes: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "attention": self.attention,
+            "paddingFree": self.padding_free,
+            "kernels": ["liger:rms_norm", "liger:swiglu", "liger:rope"] if self.liger else [],
+            "optimizer": self.optimizer,
+        }
+
+
+FLEX_MIN_CAPABILITY = (8, 0)
+"""FlexAttention's Triton kernels: Ampere and later. It has no backward pass on CPUs."""
+
+
+def liger_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def flex_attention_importable() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def plan_speed(
+    hardware: Hardware,
+    *,
+    trust_remote_code: bool,
+    liger_available: bool,
+    flex_available: bool,
+) -> SpeedPlan:
+    """Attention, padding-free batches, kernels and optimiser for this hardware (pure).
+
+    Padding-free batches need a per-sequence attention kernel (FlexAttention here) and a model whose attention
+    masks follow `position_ids` (every transformers model built on its masking utilities); remote code may
+    not, so it keeps padded batches, as SDPA does."""
+    notes: list[str] = []
+    flex = hardware.cuda and flex_available and hardware.capability >= FLEX_MIN_CAPABILITY
+    if hardware.cuda and not flex:
+        notes.append(f"FlexAttention unavailable on {hardware.device_name}: using PyTorch SDPA")
+    elif not hardware.cuda:
+        notes.append("no CUDA device: SDPA attention (FlexAttention has no backward pass on CPUs)")
+    padding_free = flex and not trust_remote_code
+    if flex and trust_remote_code:
+        notes.append("remote model code: padded batches (its attention may ignore position ids)")
+    elif not flex:
+        # A padding-free row reaches SDPA as one dense block-diagonal mask over all its tokens: quadratic in
+        # the micro-batch's tokens, slower than padding (measured: 5x slower steps on a CPU).
+        notes.append("SDPA attention: padded batches (padding-free needs a per-sequence kernel)")
+    liger = hardware.cuda and liger_available
+    if not hardware.cuda:
+        notes.append("no CUDA device: Liger kernels (Triton) off, stock PyTorch layers")
+    elif not liger_available:
+        notes.append("liger-kernel is not installed: stock PyTorch RMSNorm/SwiGLU/RoPE")
+    return SpeedPlan(
+        attention="flex_attention" if flex else "sdpa",
+        padding_free=padding_free,
+        liger=liger,
+        optimizer="adamw_torch_fused" if hardware.cuda else "adamw_torch",
+        notes=tuple(notes),
+    )
 
 
 def lora_config_kwargs(peft: PeftSpec) -> dict[str, Any]:
@@ -126,6 +212,7 @@ def load_model(
     *,
     trust_remote_code: bool,
     gradient_checkpointing: bool,
+    attention: str | None = None,
 ) -> Any:
     """The base model wrapped with fresh LoRA adapters, ready for training."""
     import torch
@@ -134,8 +221,12 @@ def load_model(
 
     dtype = getattr(torch, plan.dtype)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     if plan.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(**quantization_kwargs(peft, plan.dtype))
+        # The process's own GPU: with several processes (torchrun) that is LOCAL_RANK's, selected by
+        # distributed.Distributed.init before anything touched CUDA; the 4-bit base is replicated per GPU.
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
@@ -148,3 +239,18 @@ def load_model(
         model.enable_input_require_grads()
     model.config.use_cache = False  # incompatible with gradient checkpointing; re-enabled for generation
     return get_peft_model(model, LoraConfig(**lora_config_kwargs(peft)))
+
+
+def set_attention(model: Any, attention: str) -> bool:
+    """Switch a loaded (possibly adapter-wrapped) model to another attention implementation."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    setter = getattr(base, "set_attn_implementation", None)
+    if setter is None:
+        return False
+    try:
+        setter(attention)
+    except Exception as exc:  # only evaluation is slower for it: never fail the finished training
+        log.warning("could not switch attention to %s: %s", attention, exc)
+        return False
+    log.info("attention switched to %s", attention)
+    return True

@@ -36,7 +36,7 @@ from .storage import Storage
 log = logging.getLogger("ftjob.trainer")
 
 OWNER_RECORD = "run.json"
-PRODUCT_FOLDERS = ("checkpoints", "adapter", "merged", "eval")
+PRODUCT_FOLDERS = ("checkpoints", "adapter", "merged", "eval", "rejected")
 PRODUCT_FILES = ("manifest.json",)
 REPORT_FILES = ("data-report.json", "data-report.md")
 

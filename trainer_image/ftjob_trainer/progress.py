@@ -12,9 +12,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TextIO
+from typing import Final, Protocol, TextIO
 
 from ftjob.contract import ProgressRecord, Stage, format_progress_line
+from ftjob.task_progress import TaskRecord, format_task_line
 
 log = logging.getLogger("ftjob.trainer")
 
@@ -36,6 +37,44 @@ class LogLineReporter:
     def report(self, record: ProgressRecord) -> None:
         self.stream.write(format_progress_line(record) + "\n")
         self.stream.flush()
+
+
+@dataclass
+class TaskProgress:
+    """Progress of one task inside a stage (`FTJOB_TASK` lines, see ftjob.task_progress): what `ftjob local`
+    and `ftjob logs` draw as a bar. Lines come at most every `min_interval` seconds, plus the first and the
+    last, so a task of thousands of items does not flood the pod log."""
+
+    stage: Stage
+    task: str
+    total: int
+    unit: str = ""
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    min_interval: float = 1.0
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _last_emit: float | None = None
+
+    def __post_init__(self) -> None:
+        self._emit()
+
+    def advance(self, count: int = 1) -> None:
+        self.done = min(self.total, self.done + count) if self.total else self.done + count
+        finished = bool(self.total) and self.done >= self.total
+        if finished or self._last_emit is None or time.monotonic() - self._last_emit >= self.min_interval:
+            self._emit()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def _emit(self) -> None:
+        record = TaskRecord(
+            stage=self.stage, task=self.task, done=self.done, total=self.total, unit=self.unit, time=now_iso()
+        )
+        self.stream.write(format_task_line(record) + "\n")
+        self.stream.flush()
+        self._last_emit = time.monotonic()
 
 
 @dataclass
@@ -102,3 +141,31 @@ def human_line(record: ProgressRecord) -> str:
         minutes, seconds = divmod(record.eta_seconds, 60)
         parts.append(f"ETA {minutes}m{seconds:02d}s")
     return " | ".join(parts)
+
+
+LIBRARY_NOISE: Final = (
+    # transformers' optional `kernels` package fetches compiled GPU kernels from the Hub at run time. A
+    # trainer pod pins its dependencies and may have no network, CPUs have no such kernels, and the
+    # reference implementation used instead is correct: the notice, printed on every run, asks the user
+    # for nothing they can or should do.
+    "is falling back to its reference PyTorch implementation because `kernels` is not installed",
+)
+
+
+class DropLibraryNoise(logging.Filter):
+    """Drops the library notices in LIBRARY_NOISE (each with its reason there); everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in LIBRARY_NOISE)
+
+
+def drop_library_noise() -> None:
+    """Install DropLibraryNoise where transformers writes (its own handler, and the root's), once."""
+    import transformers
+
+    transformers.utils.logging.get_logger()  # makes sure transformers' library handler exists
+    for logger in (logging.getLogger("transformers"), logging.getLogger()):
+        for handler in logger.handlers:
+            if not any(isinstance(f, DropLibraryNoise) for f in handler.filters):
+                handler.addFilter(DropLibraryNoise())

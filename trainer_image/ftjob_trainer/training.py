@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,8 @@ from ftjob.api import FineTuneJobSpec
 
 from .base_model import sha256_file
 from .chat_masks import tokenize_chat
-from .modeling import TrainingPlan
+from .memory import MemoryPlan
+from .modeling import SpeedPlan, TrainingPlan
 
 
 @dataclass(frozen=True)
@@ -48,25 +49,42 @@ def total_steps(spec: FineTuneJobSpec, num_sequences: int, world_size: int = 1) 
 
 
 def warmup_steps(spec: FineTuneJobSpec, steps: int) -> int:
-    # transformers 5 has no warmup_ratio; the spec's ratio becomes steps here.
+    """The warmup transformers runs for `steps` optimiser steps: it reads `warmup_steps` below 1 as a ratio
+    of the total (transformers 5 has no warmup_ratio) and rounds up, as here."""
     return math.ceil(steps * spec.training.warmup_ratio)
 
 
 def sft_config_kwargs(
-    spec: FineTuneJobSpec, plan: TrainingPlan, output_dir: Path, *, use_cpu: bool
+    spec: FineTuneJobSpec,
+    plan: TrainingPlan,
+    output_dir: Path,
+    *,
+    use_cpu: bool,
+    speed: SpeedPlan | None = None,
+    memory: MemoryPlan | None = None,
+    ddp_timeout: int | None = None,
 ) -> dict[str, Any]:
     """Arguments of trl.SFTConfig (pure). The datasets passed to the trainer are already tokenized, with
-    an `assistant_masks` column that is all ones when the loss covers every token."""
+    an `assistant_masks` column that is all ones when the loss covers every token.
+
+    `speed` (attention, padding-free batches, kernels, optimiser) and `memory` (micro-batch, recomputation)
+    are what the trainer chose for the hardware; without them the spec's values run as given."""
     training = spec.training
     schedule = plan_schedule(spec)
+    micro = memory.micro_batch if memory else training.per_device_batch_size
+    accumulation = memory.accumulation if memory else training.gradient_accumulation_steps
+    checkpointing = memory.recomputed_layers > 0 if memory else training.gradient_checkpointing
     kwargs: dict[str, Any] = {
         "output_dir": str(output_dir),
         "num_train_epochs": training.epochs,
         "max_steps": training.max_steps or -1,
-        "per_device_train_batch_size": training.per_device_batch_size,
-        "per_device_eval_batch_size": training.per_device_batch_size,
-        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "per_device_train_batch_size": micro,
+        "per_device_eval_batch_size": micro,
+        "gradient_accumulation_steps": accumulation,
         "learning_rate": training.learning_rate,
+        # A ratio (the spec bounds it to 0.5): transformers turns it into steps once it knows the total, which
+        # packing changes after the trainer is built.
+        "warmup_steps": training.warmup_ratio,
         "lr_scheduler_type": training.scheduler,
         "weight_decay": training.weight_decay,
         "max_grad_norm": training.max_grad_norm,
@@ -85,21 +103,72 @@ def sft_config_kwargs(
         "bf16": plan.bf16,
         "fp16": plan.fp16,
         "use_cpu": use_cpu,
-        "gradient_checkpointing": training.gradient_checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False}
-        if training.gradient_checkpointing
-        else None,
+        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None,
         "packing": training.packing,
         "max_length": training.max_seq_length,
         # The datasets are pre-tokenized with an `assistant_masks` column, which trl folds into the labels on
         # its own; its `assistant_only_loss` flag is for conversational datasets it tokenizes itself.
         "assistant_only_loss": False,
-        "include_num_input_tokens_seen": True,
+        # Counted by `CountingTrainer` instead: transformers counts padding (or misses EOS used as padding).
+        "include_num_input_tokens_seen": "no",
         "report_to": "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }
+    if ddp_timeout is not None:
+        # Several processes (torchrun): DDP. Only the LoRA weights train: every one of them gets a gradient,
+        # so DDP need not search the graph for unused ones (and must not: gradient checkpointing forbids it).
+        kwargs["ddp_find_unused_parameters"] = False
+        kwargs["ddp_timeout"] = ddp_timeout
+    if speed is not None:
+        kwargs["optim"] = speed.optimizer
+        kwargs["use_liger_kernel"] = speed.liger
+        if speed.padding_free and not training.packing:
+            # Rows are truncated to maxSeqLength when tokenized; trl refuses max_length with padding-free
+            # batches that are not packed (it would not enforce it).
+            kwargs["padding_free"] = True
+            kwargs["max_length"] = None
     return kwargs
+
+
+def real_tokens(inputs: Mapping[str, Any]) -> int:
+    """Tokens of a micro-batch that are not padding: the attention mask's ones, or, for a padding-free
+    batch (no attention mask, one row of sequences end to end, never padded), every token."""
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    ids = inputs.get("input_ids")
+    return int(ids.numel()) if ids is not None else 0
+
+
+def counting_trainer_class() -> type:
+    """trl's SFTTrainer, counting into `state.num_input_tokens_seen` only the tokens that are not padding
+    (kept in checkpoints, so a resumed run goes on counting)."""
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    class CountingTrainer(SFTTrainer):
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+            tokens = real_tokens(inputs)
+            if self.args.world_size > 1:
+                # Every process counts its own share; the run's count is the sum (on every rank, so a
+                # checkpoint saved by rank 0 holds the total).
+                import torch
+
+                total = self.accelerator.gather(torch.tensor([tokens], device=self.args.device)).sum()
+                tokens = int(total.item())
+            self.state.num_input_tokens_seen = int(self.state.num_input_tokens_seen or 0) + tokens
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return CountingTrainer
+
+
+def sequence_lengths(dataset: Any) -> list[int]:
+    """Token count of every row of a tokenized dataset (read from its Arrow column, without decoding)."""
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+    column = dataset.data.column("input_ids")
+    return [int(n) for n in pc.list_value_length(column).to_pylist()]
 
 
 def _conversations(path: Path) -> Iterator[list[dict[str, str]]]:

@@ -70,11 +70,13 @@ app.kubernetes.io/part-of: ftjob
 {{- if empty .Values.watch.namespaces -}}true{{- end -}}
 {{- end -}}
 
-{{/* Namespaces that get the trainer ServiceAccount, one per line (deduplicated, in order). */}}
+{{/* Namespaces that get the trainer ServiceAccount (and the trainer NetworkPolicy), one per line
+(deduplicated, in order): the watched ones, trainerServiceAccount.namespaces, then perNamespace's keys. */}}
 {{- define "ftjob.trainerServiceAccountNamespaces" -}}
 {{- $namespaces := list -}}
 {{- if .Values.trainerServiceAccount.create -}}
-{{- $namespaces = concat .Values.watch.namespaces .Values.trainerServiceAccount.namespaces | uniq -}}
+{{- $perNamespace := keys (.Values.trainerServiceAccount.perNamespace | default dict) | sortAlpha -}}
+{{- $namespaces = concat .Values.watch.namespaces .Values.trainerServiceAccount.namespaces $perNamespace | uniq -}}
 {{- end -}}
 {{- join "\n" $namespaces -}}
 {{- end -}}
@@ -99,6 +101,9 @@ exactly these rules; the operator process runs with that account without a denia
 - finetunejobs/finalizers: update: the trainer Job's ownerReference sets blockOwnerDeletion, which the
   OwnerReferencesPermissionEnforcement admission plugin allows only to who may update the owner's
   finalizers. The operator never adds a finalizer.
+- finetunejobpolicies: get (the namespace's GPU-hour budget; absent CRD or object: no budget);
+  finetunejobpolicies/status: patch (the GPU-hour ledger). Never the spec: the guardrails' parameters are
+  the platform's, and the operator's identity must not be able to loosen them.
 - jobs: get, create, patch (suspend), delete (a failed job's pod would hold its GPU); list, watch (kopf).
 - pods: list (the trainer pods of a Job), watch (kopf); pods/log: get (progress records).
 - events: create (core/v1 Events; kopf's own event posting is turned off).
@@ -113,9 +118,18 @@ No Secrets, no ConfigMaps: credentials reach trainer pods as secretKeyRef, resol
 - apiGroups: ["ftjob.dev"]
   resources: ["finetunejobs/finalizers"]
   verbs: ["update"]
+- apiGroups: ["ftjob.dev"]
+  resources: ["finetunejobpolicies"]
+  verbs: ["get"]
+- apiGroups: ["ftjob.dev"]
+  resources: ["finetunejobpolicies/status"]
+  verbs: ["patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
@@ -126,3 +140,13 @@ No Secrets, no ConfigMaps: credentials reach trainer pods as secretKeyRef, resol
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
+
+{{/* Guardrails -------------------------------------------------------------------------------------- */}}
+
+{{/* The operator's identity as the API server sees it: what the Job guardrail matches. */}}
+{{- define "ftjob.operatorUsername" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "ftjob.serviceAccountName" .) -}}
+{{- end -}}
+
+{{/* The name of the FineTuneJobPolicy each guarded namespace holds (the bindings' paramRef). */}}
+{{- define "ftjob.policyName" -}}default{{- end -}}

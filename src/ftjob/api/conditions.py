@@ -27,6 +27,8 @@ REASONS: Final[dict[str, str]] = {
     "NoQueue": "No Kueue queue is set; the Job runs as soon as it is created.",
     "Queued": "Waiting for Kueue to admit the Job.",
     "Admitted": "Kueue admitted the Job (or no queue is used).",
+    "QuotaExceeded": "The namespace used its GPU-hours for the month (FineTuneJobPolicy spec.gpuHoursPerMonth); "
+    "the Job is created once the budget allows.",
     "JobCreated": "The trainer Job was created; no pod runs yet.",
     "PodPending": "The trainer pod is waiting to be scheduled or to start.",
     "Training": "The trainer pod is running.",
@@ -34,12 +36,16 @@ REASONS: Final[dict[str, str]] = {
     "Preempted": "The trainer pod was evicted or preempted; it resumes from the last checkpoint.",
     "SuspendRequested": "spec.suspend is true.",
     "Resumed": "spec.suspend went back to false.",
+    "CollectingResults": "The Job completed but its pod was gone before the summary was read; a collector Job "
+    "re-reads it from <output>/summary.json.",
     "TrainingSucceeded": "The trainer wrote the adapter, the evaluation and the manifest.",
     "DataInvalid": "Too little usable data after cleaning, or the data could not be parsed.",
     "ConfigInvalid": "The trainer refused the configuration (e.g. an unknown model architecture).",
     "InputUnavailable": "An input (model, data) does not exist or access to it is denied.",
     "OutputPrefixInUse": "spec.output.uri holds another run's outputs (another FineTuneJob uid); set "
     "spec.output.onExisting to Overwrite or Resume, or use another prefix.",
+    "EvaluationGateNotMet": "The tuned model missed spec.evaluation.gate; its adapter is under rejected/ and the "
+    "status shows the tuned and base numbers.",
     "OOMKilled": "The trainer container ran out of memory.",
     "WorkspaceFull": "The kubelet evicted the trainer pod: its work directory outgrew resources.scratchSize.",
     "DeadlineExceeded": "The Job ran longer than spec.activeDeadlineSeconds.",
@@ -49,6 +55,8 @@ REASONS: Final[dict[str, str]] = {
     "JobConflict": "A Job with the child's name exists and is not controlled by this FineTuneJob.",
     "LocalPathOnCluster": "baseModel.uri or output.uri is a path in the pod, which nothing backs on a cluster "
     "(the spec cannot mount a volume); use s3:// (or hf://). Only `ftjob local` runs such specs.",
+    "LoopbackEndpoint": "spec.storage.endpointUrl is on loopback, which in a trainer pod is the pod itself; use "
+    "the object store's Service or address.",
     "JobRejected": "The API server refused to create the Job (e.g. a quota or an admission policy).",
     "StorageUnreachable": "The object store did not answer; the Job retries.",
     "Interrupted": "The trainer was stopped by SIGTERM after saving a checkpoint.",

@@ -8,13 +8,9 @@ from pydantic import Field
 
 from .common import DNS_SUBDOMAIN_PATTERN, Quantity
 from .meta import ApiModel
-from .rules import FieldRule
 
-SINGLE_GPU = FieldRule(
-    holds=lambda gpus: gpus <= 1,
-    cel="self <= 1",
-    message="multi-GPU training is not supported yet: the trainer runs a single process on one GPU; use 1 (or 0 for the CPU)",
-)
+MAX_GPUS_PER_NODE = 8
+MAX_NODES = 16
 
 LabelKey = Annotated[
     str,
@@ -41,8 +37,12 @@ class Toleration(ApiModel):
 class ResourcesSpec(ApiModel):
     """What the trainer pod asks for and where it may run."""
 
-    gpus: Annotated[int, Field(ge=0, le=64), SINGLE_GPU] = 1
-    """GPUs for the trainer (a `limits` entry of `gpuResourceName`). 0 runs on the CPU with plain LoRA."""
+    gpus: int = Field(default=1, ge=0, le=MAX_GPUS_PER_NODE)
+    """GPUs per node (a `limits` entry of `gpuResourceName` on each trainer pod). 0 runs on the CPU with plain
+    LoRA. Above 1, the trainer runs one process per GPU through torchrun (data parallel)."""
+    nodes: int = Field(default=1, ge=1, le=MAX_NODES)
+    """Trainer pods (nodes) training together. Above 1, the Job is an Indexed Job with one pod per node and a
+    headless Service for their rendezvous; the run succeeds when the pod of index 0 does."""
     gpu_resource_name: str = Field(
         default="nvidia.com/gpu", max_length=253, pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$"
     )

@@ -120,6 +120,24 @@ def cross_field_violations(spec: FineTuneJobSpec) -> list[Violation]:
                 spec.peft.alpha,
             )
         )
+    gate = spec.evaluation.gate
+    if gate is not None and gate.metric != "evalLoss" and gate.metric not in metrics:
+        found.append(
+            Violation("evaluation.gate.metric", "must be evalLoss or one of evaluation.metrics", gate.metric)
+        )
+    if (
+        gate is not None
+        and gate.metric != "evalLoss"
+        and gate.min_improvement is not None
+        and not spec.evaluation.compare_with_base
+    ):
+        found.append(
+            Violation(
+                "evaluation.gate.minImprovement",
+                "needs evaluation.compareWithBase: the base model's score is what it improves on",
+                gate.min_improvement,
+            )
+        )
     if spec.base_model.token_secret_ref is not None and not spec.base_model.uri.startswith("hf://"):
         found.append(
             Violation(

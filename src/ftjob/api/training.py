@@ -48,7 +48,14 @@ class TrainingSpec(ApiModel):
     loss_on: Literal["assistant", "all"] = "assistant"
     """Compute the loss on assistant turns only (their end-of-turn token included), or on every token."""
     gradient_checkpointing: bool = True
-    """Recompute activations in the backward pass: less memory, about 20% slower."""
+    """Allow recomputing activations in the backward pass (less memory, slower). With `autoTune` the trainer
+    recomputes only as many layers as the GPU's memory needs (none when it has room); false: never."""
+    auto_tune: bool = True
+    """Choose the micro-batch (keeping perDeviceBatchSize x gradientAccumulationSteps sequences per step) and
+    which layers to recompute from the GPU's free memory and the model's size; false: run
+    perDeviceBatchSize and gradientCheckpointing exactly as given."""
+    gpu_memory_limit_gib: float | None = Field(default=None, gt=0.0, le=100_000.0)
+    """Most GPU memory training may allocate, in GiB (with autoTune). Unset: what the GPU has free."""
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     """Seed for the split, shuffling, adapter initialisation and dropout."""
     logging_steps: int = Field(default=10, ge=1, le=100000)

@@ -6,9 +6,11 @@ Each annotation validates in Python and also emits the same rule as CEL into the
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
@@ -142,3 +144,59 @@ def join_uri(base: str, *parts: str) -> str:
     for part in parts:
         out = f"{out}/{part.strip('/')}"
     return out
+
+
+# -- endpoints that are never an object store ---------------------------------------------------------------
+_HOST_END = r"\.?(:[0-9]*)?([/?#]|$)"
+NEVER_STORAGE_ENDPOINT = (
+    r"(?i)^https?://("
+    r"169\.254\.[0-9.]+"  # IPv4 link-local: AWS, Azure, GCP, OCI metadata; ECS task credentials
+    r"|0\.0\.0\.0"
+    r"|\[fe[89ab][0-9a-f]:[^\]]*\]"  # IPv6 link-local, fe80::/10
+    r"|\[[0:]+\]"  # IPv6 unspecified, ::
+    r"|\[[^\]]*\.[^\]]*\]"  # IPv6 with an embedded IPv4 address (::ffff:169.254.169.254)
+    r"|metadata\.google\.internal|metadata\.goog|metadata|instance-data|instance-data\.ec2\.internal"
+    r"|100\.100\.100\.200|\[fd00:ec2::254\]"
+    r")" + _HOST_END
+)
+"""An endpoint whose host is the node's metadata service (link-local or a known metadata name or address),
+or an unspecified address."""
+NUMERIC_ENDPOINT = r"(?i)^https?://(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}" + _HOST_END
+"""A host that resolvers read as an IPv4 address: `2852039166`, `0xa9fea9fe`, `0251.0376.0251.0376`."""
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+DOTTED_QUAD_ENDPOINT = rf"^https?://{_OCTET}(\.{_OCTET}){{3}}" + _HOST_END
+"""The one numeric form a reader (and the rule above) recognises: four decimal octets, no leading zeros."""
+
+
+METADATA_ADDRESSES = ("100.100.100.200", "fd00:ec2::254")
+"""Metadata services outside link-local space (Alibaba Cloud; AWS over IPv6)."""
+
+
+def endpoint_host(url: str) -> str:
+    """The host of an http(s) URL, lower-cased, IPv6 without brackets ("" when there is none)."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def is_never_storage_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """For a resolved address: link-local (the metadata service), unspecified, or a known metadata address;
+    an IPv4-mapped IPv6 address is judged by its IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local or address.is_unspecified or str(address) in METADATA_ADDRESSES
+
+
+def endpoint_host_is_safe(url: str) -> bool:
+    """False for an endpoint on the metadata service, an unspecified address, or a numeric host that is no
+    dotted quad. Loopback passes: it is the normal endpoint of `ftjob local`, and in a trainer pod only the
+    pod itself (the cluster guardrail refuses it there; docs/multi-tenant.md). A name that resolves to such
+    an address is the trainer's to refuse (it resolves it) and the egress NetworkPolicy's."""
+    if re.match(NEVER_STORAGE_ENDPOINT, url):
+        return False
+    return not re.match(NUMERIC_ENDPOINT, url) or re.match(DOTTED_QUAD_ENDPOINT, url) is not None
+
+
+ENDPOINT_HOST_CEL = (
+    f"!self.matches({_cel_string(NEVER_STORAGE_ENDPOINT)})"
+    f" && (!self.matches({_cel_string(NUMERIC_ENDPOINT)}) || self.matches({_cel_string(DOTTED_QUAD_ENDPOINT)}))"
+)
+"""`endpoint_host_is_safe` in CEL, for the CRD: the same regular expressions (RE2 and Python agree on them)."""

@@ -1,4 +1,4 @@
-"""`ftjob` - check manifests offline, regenerate the CRD, run a FineTuneJob locally."""
+"""`ftjob` - check manifests offline, regenerate the CRD, run a FineTuneJob locally, follow one on a cluster."""
 
 from __future__ import annotations
 
@@ -60,13 +60,16 @@ def _cmd_local(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"ftjob local: running {plan.job['metadata']['name']} as a local process in {run_dir}", flush=True)
-    result = execute(plan)
+    result = execute(plan, verbose=args.verbose)
     print("\n" + describe(result), flush=True)
+    print(f"the trainer's whole log: {plan.trainer_log}")
     return result.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftjob", description=__doc__)
+    # Installed as `kubectl-ftjob` too, kubectl runs it as a plugin: `kubectl ftjob get`.
+    plugin = Path(sys.argv[0]).name == "kubectl-ftjob"
+    parser = argparse.ArgumentParser(prog="kubectl ftjob" if plugin else "ftjob", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate", help="check FineTuneJob manifests offline")
@@ -88,7 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret", action="append", default=[], metavar="NAME/KEY=VALUE", help="value of a secretKeyRef"
     )
     local.add_argument("--run-dir", help="where the container's volumes live (default: .ftjob/<name>)")
+    local.add_argument(
+        "-v", "--verbose", action="store_true", help="the trainer's whole output: records, library warnings"
+    )
     local.set_defaults(func=_cmd_local)
+
+    from ftjob.cli.data_check import add_parser as register_data_commands
+
+    register_data_commands(sub)
+
+    from ftjob.cli.cluster import register as register_cluster_commands
+
+    register_cluster_commands(sub)
     return parser
 
 

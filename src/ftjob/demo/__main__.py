@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log(
         f"{copied} result files copied to {results}/ (adapter/, eval/report.md, data-report.md, manifest.json)"
     )
+    _log(f"the trainer's whole log, progress records included (as in a pod log): {plan.trainer_log}")
     return result.exit_code
 
 

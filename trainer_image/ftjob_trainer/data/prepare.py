@@ -6,17 +6,18 @@ each), never by the size of the files: lines are streamed in and kept examples s
 
 from __future__ import annotations
 
-import json
 from array import array
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal
 
 from ftjob.api.data import DataSpec
 
 from ..errors import DataInvalid
-from .checks import Conversation, Drop, DropReason, check_content, parse_conversation
+from . import batch
+from .checks import Drop, DropReason
 from .dedup import DedupIndex, Fingerprint, Match
 from .reader import JsonlReader, Line
 from .report import DataReport, DropTally, InputReport, InputRole, token_stats
@@ -28,6 +29,7 @@ TokenCounter = Callable[[list[dict[str, str]]], int]
 TRAIN_FILE = "train.clean.jsonl"
 VALIDATION_FILE = "validation.clean.jsonl"
 _KEPT_FILE = "train.kept.jsonl"
+_WRITE_BUFFER = 256 * 1024
 
 
 class DataRejected(DataInvalid):
@@ -65,6 +67,8 @@ class _Progress:
     role: InputRole
     tally: DropTally = field(default_factory=DropTally)
     kept: int = 0
+    lines_done: int = 0
+    """Lines checked so far (the reader may have read a batch further)."""
 
     def report(self, *, finished: bool = True) -> InputReport:
         return InputReport(
@@ -72,7 +76,7 @@ class _Progress:
             name=self.reader.path.name,
             sha256=self.reader.sha256 if finished else "(not read to the end)",
             size_bytes=self.reader.size_bytes,
-            lines=self.reader.lines,
+            lines=self.reader.lines if finished else self.lines_done,
             blank_lines=self.reader.blank_lines,
             kept=self.kept,
             dropped=self.tally.summaries(),
@@ -109,6 +113,8 @@ def prepare_data(
     except _TokenizerFailed as err:
         report = cleaner.partial_report(outputs, seed=seed, error=str(err))
         raise DataRejected(str(err), report) from err.__cause__
+    finally:
+        cleaner.close()
     problems = _problems(report)
     if problems:
         report = report.model_copy(update={"error": problems})
@@ -201,6 +207,7 @@ class _Cleaner:
         self.count_tokens = count_tokens
         self.max_line_bytes = spec.cleaning.max_line_bytes
         self.train_index = DedupIndex(spec.cleaning.near_duplicate_threshold)
+        self.runner = batch.Runner(spec.cleaning)
         self._done: list[InputReport] = []
         self._current: _Progress | None = None
 
@@ -208,22 +215,49 @@ class _Cleaner:
         progress = self._current = _Progress(JsonlReader(path, max_line_bytes=self.max_line_bytes), role)
         own = self.train_index if role == "train" else DedupIndex(self.spec.cleaning.near_duplicate_threshold)
         lengths: array[int] = array("I")
-        with out.open("w", encoding="utf-8") as sink:
-            for line in progress.reader:
-                kept = self._check(line, own, reference)
-                if isinstance(kept, Drop):
-                    progress.tally.record(line.number, line.text, kept)
-                    continue
-                conversation, print_ = kept
-                if self.count_tokens is not None:
-                    lengths.append(_count(self.count_tokens, role, line.number, conversation))
-                own.add(print_, line.number)
-                _write(sink, conversation)
-                progress.kept += 1
+        near = self.spec.cleaning.drop_near_duplicates
+        # Lines travel in batches: parsing and hashing do not depend on earlier lines, and run for a
+        # whole batch at once (in worker processes for large files). Deduplication does, so the verdicts
+        # are then taken here, line by line, in file order.
+        lines: deque[Line] = deque()
+        items = (self._item(line, lines) for line in progress.reader)
+        workers = batch.worker_count(path.stat().st_size)
+        results = self.runner.run(batch.batches(items, parallel=workers > 1), workers=workers)
+        # With workers, a large buffer: each flush releases the GIL, which the pool's threads then hold
+        # for a while.
+        with out.open("wb", buffering=_WRITE_BUFFER if workers > 1 else -1) as sink:
+            for result in results:
+                signatures = iter(result.signatures if result.signatures is not None else ())
+                bands = iter(result.bands or ())
+                for checked in result.items:
+                    line = lines.popleft()
+                    progress.lines_done += 1
+                    if isinstance(checked, Drop):
+                        progress.tally.record(line.number, line.text, checked)
+                        continue
+                    print_ = Fingerprint(
+                        None,
+                        near=near,
+                        exact=checked.exact,
+                        signature=next(signatures) if near else None,
+                        bands=next(bands) if near else None,
+                    )
+                    drop = self._verdict(checked, print_, own, reference)
+                    if drop is not None:
+                        progress.tally.record(line.number, line.text, drop)
+                        continue
+                    if self.count_tokens is not None:
+                        lengths.append(_count(self.count_tokens, role, line.number, checked.record))
+                    own.add(print_, line.number)
+                    sink.write(checked.record)
+                    progress.kept += 1
         self._current = None
         report = progress.report()
         self._done.append(report)
         return _Cleaned(report, lengths)
+
+    def close(self) -> None:
+        self.runner.close()
 
     def partial_report(self, outputs: _Outputs, *, seed: int, error: str) -> DataReport:
         """What is known when a pass stops half-way (the file being read is described up to there)."""
@@ -241,29 +275,28 @@ class _Cleaner:
             error=error,
         )
 
-    def _check(
-        self, line: Line, own: DedupIndex, reference: DedupIndex | None
-    ) -> tuple[Conversation, Fingerprint] | Drop:
-        cleaning = self.spec.cleaning
+    def _item(self, line: Line, lines: deque[Line]) -> batch.Item:
+        lines.append(line)
         if line.too_long:
-            return Drop(DropReason.LINE_TOO_LONG, f"longer than maxLineBytes {cleaning.max_line_bytes}")
+            return Drop(DropReason.LINE_TOO_LONG, f"longer than maxLineBytes {self.max_line_bytes}")
         if line.problem is not None:
             return Drop(DropReason.INVALID_JSON, line.problem)
-        conversation = parse_conversation(line.text, max_messages=cleaning.max_messages)
-        if isinstance(conversation, Drop):
-            return conversation
-        print_ = Fingerprint(conversation, near=cleaning.drop_near_duplicates)
-        drop = (
+        return line.text
+
+    def _verdict(
+        self, checked: batch.Checked, print_: Fingerprint, own: DedupIndex, reference: DedupIndex | None
+    ) -> Drop | None:
+        cleaning = self.spec.cleaning
+        return (
             _duplicate_of(own, print_, exact=cleaning.drop_duplicates, near=cleaning.drop_near_duplicates)
-            or check_content(conversation, cleaning)
+            or checked.content
             or (_overlap_with(reference, print_) if reference is not None else None)
         )
-        return drop or (conversation, print_)
 
 
-def _count(count_tokens: TokenCounter, role: InputRole, line: int, conversation: Conversation) -> int:
+def _count(count_tokens: TokenCounter, role: InputRole, line: int, record: bytes) -> int:
     try:
-        return count_tokens([message.as_dict() for message in conversation])
+        return count_tokens(batch.decode(record))
     except Exception as err:
         # A template that refuses an example refuses it on every attempt: a data problem for the user
         # to fix, not a failure to retry.
@@ -297,13 +330,6 @@ def _overlap_with(train: DedupIndex, print_: Fingerprint) -> Drop | None:
 
 def _similar(match: Match) -> str:
     return f"estimated Jaccard similarity {match.similarity:.2f} with"
-
-
-def _write(sink: TextIO, conversation: Conversation) -> None:
-    # Only role and content are written: extra keys vary between lines and would give the datasets
-    # loader inconsistent columns.
-    record = {"messages": [message.as_dict() for message in conversation]}
-    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _problems(report: DataReport) -> str:

@@ -110,14 +110,24 @@ METRICS: dict[str, Callable[[str, str], float]] = {
 }
 
 
-def score(names: Sequence[str], predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean of each named metric over the pairs."""
+def score_each(
+    names: Sequence[str], predictions: Sequence[str], references: Sequence[str]
+) -> list[dict[str, float]]:
+    """Each named metric for each pair: what `predictions.jsonl` keeps and the failures are picked by."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    if not predictions:
+    return [
+        {name: METRICS[name](p, r) for name in names} for p, r in zip(predictions, references, strict=True)
+    ]
+
+
+def mean_scores(per_sample: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the samples ({} for none)."""
+    if not per_sample:
         return {}
-    return {
-        name: sum(METRICS[name](p, r) for p, r in zip(predictions, references, strict=True))
-        / len(predictions)
-        for name in names
-    }
+    return {name: sum(row[name] for row in per_sample) / len(per_sample) for name in per_sample[0]}
+
+
+def score(names: Sequence[str], predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean of each named metric over the pairs."""
+    return mean_scores(score_each(names, predictions, references))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -25,7 +29,7 @@ from botocore.exceptions import (
 )
 
 from ftjob.api.storage import StorageSpec
-from ftjob.api.uris import S3Location, parse_s3_uri
+from ftjob.api.uris import S3Location, endpoint_host, is_never_storage_address, mask_userinfo, parse_s3_uri
 from ftjob.contract import (
     ENV_AWS_ACCESS_KEY_ID,
     ENV_AWS_SECRET_ACCESS_KEY,
@@ -55,8 +59,30 @@ _TRANSIENT_CODES = frozenset(
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 
 
+EXCERPT_CHARS: Final = 200
+"""The most of a storage endpoint's answer (an error message) the trainer ever quotes: what it says goes
+into the pod's termination message, the FineTuneJob's status and Events, which the whole team reads. Quoted
+at length, a FineTuneJob could make any HTTP service the trainer reaches (an in-cluster service, a
+metadata service) answer into its status."""
+
+
 def make_s3_backend(spec: StorageSpec, env: Mapping[str, str], options: StorageOptions) -> S3Backend:
+    if spec.endpoint_url is not None:
+        refuse_metadata_endpoint(spec.endpoint_url, env)
     key_id, secret, token = _static_credentials(env)
+    ref = spec.credentials_secret_ref
+    if ref is not None and (key_id is None or (ref.session_token_key is not None and token is None)):
+        # The kubelet refuses to start a pod whose Secret key is missing, but a trainer started otherwise
+        # (`ftjob local`, a hand-made pod) must not then carry on as whatever identity the default chain
+        # finds: the node's instance role, which may reach other teams' buckets.
+        missing = [ENV_AWS_ACCESS_KEY_ID, ENV_AWS_SECRET_ACCESS_KEY]
+        if ref.session_token_key is not None:
+            missing.append(ENV_AWS_SESSION_TOKEN)
+        raise ConfigInvalid(
+            f"spec.storage.credentialsSecretRef names Secret '{ref.name}', but "
+            f"{' and '.join(name for name in missing if not env.get(name))} is not in the environment: "
+            "refusing to fall back to the pod's or the node's identity"
+        )
     session = boto3.session.Session(
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
@@ -83,6 +109,40 @@ def _static_credentials(env: Mapping[str, str]) -> tuple[str | None, str | None,
     if not key_id or not secret:
         return None, None, None
     return key_id, secret, env.get(ENV_AWS_SESSION_TOKEN) or None
+
+
+def refuse_metadata_endpoint(endpoint: str, env: Mapping[str, str]) -> None:
+    """Refuse an endpoint that is, or whose name resolves to, a link-local, unspecified or metadata address.
+    The API refuses such literals; a name (`169.254.169.254.nip.io`, a DNS record an attacker controls)
+    is only known here. Through an HTTP proxy the proxy resolves, and its own policy applies."""
+    host = endpoint_host(endpoint)
+    if not host or _proxied(endpoint, env):
+        return
+    port = urlsplit(endpoint).port or (443 if endpoint.startswith("https:") else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return  # unresolvable: the first request fails with StorageUnreachable, naming the endpoint
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if is_never_storage_address(address):
+            raise ConfigInvalid(
+                f"spec.storage.endpointUrl: {mask_userinfo(endpoint)} resolves to {address}, a link-local, "
+                "unspecified or cloud metadata address (the node's metadata service): refused"
+            )
+
+
+def _proxied(endpoint: str, env: Mapping[str, str]) -> bool:
+    scheme = "https" if endpoint.startswith("https:") else "http"
+    proxy = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY")
+    return bool(proxy) and not urllib.request.proxy_bypass(endpoint_host(endpoint))
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A short, single-line, printable excerpt of what a server said, any URL credentials masked."""
+    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    flat = mask_userinfo(flat)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
 
 
 def _region(spec: StorageSpec, env: Mapping[str, str]) -> str | None:
@@ -233,21 +293,25 @@ class S3Backend:
             cause = err.__cause__ or err.__context__
             if isinstance(cause, ClientError):
                 raise self._from_client_error(uri, cause) from cause
-            raise StorageUnreachable(self._redact(f"{uri}: upload failed: {err}")) from err
+            raise StorageUnreachable(self._redact(f"{uri}: upload failed: {excerpt(str(err))}")) from err
         except ClientError as err:
             raise self._from_client_error(uri, err) from err
         except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as err:
-            raise InputUnavailable(self._redact(f"{uri}: no usable credentials: {err}")) from err
+            raise InputUnavailable(
+                self._redact(f"{uri}: no usable credentials: {excerpt(str(err))}")
+            ) from err
         except SSLError as err:
             hint = "(trust its CA with AWS_CA_BUNDLE, or set spec.storage.verifyTls: false)"
-            message = f"{uri}: TLS failure talking to {self.endpoint} {hint}: {err}"
+            message = f"{uri}: TLS failure talking to {self.endpoint} {hint}: {excerpt(str(err))}"
             raise InputUnavailable(self._redact(message)) from err
         except (ConnectionError, HTTPClientError, IncompleteReadError) as err:
             raise StorageUnreachable(
-                self._redact(f"{uri}: endpoint {self.endpoint} unreachable: {err} ({self._attempts_note()})")
+                self._redact(
+                    f"{uri}: endpoint {self.endpoint} unreachable: {excerpt(str(err))} ({self._attempts_note()})"
+                )
             ) from err
         except BotoCoreError as err:
-            raise StorageUnreachable(self._redact(f"{uri}: {err}")) from err
+            raise StorageUnreachable(self._redact(f"{uri}: {excerpt(str(err))}")) from err
 
     def _from_client_error(self, uri: str, err: ClientError) -> TrainerError:
         code = err.response.get("Error", {}).get("Code", "")
@@ -263,10 +327,13 @@ class S3Backend:
         if code in _MISSING_KEY_CODES:
             return InputUnavailable(f"{uri}: no such key (bucket '{bucket}' exists)")
         if code in _CREDENTIAL_CODES:
-            return InputUnavailable(f"{uri}: credentials rejected ({code})")
+            return InputUnavailable(f"{uri}: credentials rejected ({code})")  # code: one of ours
         if code in _DENIED_CODES:
             return InputUnavailable(f"{uri}: access denied ({code})")
-        detail = f"{code or 'error'} (HTTP {status})" + (f": {message}" if message else "")
+        # The error code and message are the server's words: an excerpt, never the whole answer.
+        detail = f"{excerpt(code, 64) or 'error'} (HTTP {status})" + (
+            f": {excerpt(message)}" if message else ""
+        )
         if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
             return StorageUnreachable(
                 self._redact(f"{uri}: endpoint {self.endpoint} answered {detail} after {attempts} attempt(s)")

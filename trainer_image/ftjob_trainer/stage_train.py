@@ -1,0 +1,309 @@
+"""Stage 4, training: load the model with adapters, train (resuming when this run has a checkpoint), and
+save the adapter. Imports torch and friends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+
+from .base_model import ResolvedModel
+from .data import PreparedData
+from .distributed import mark_agreed
+from .errors import Interrupted
+from .memory import GIB, MemoryPlan, ModelShape, plan_memory
+from .modeling import (
+    Hardware,
+    SpeedPlan,
+    TrainingPlan,
+    flex_attention_importable,
+    liger_importable,
+    load_model,
+    plan_speed,
+    plan_training,
+    set_attention,
+)
+from .run_context import RunContext
+from .training import (
+    build_dataset,
+    counting_trainer_class,
+    sequence_lengths,
+    sft_config_kwargs,
+    total_steps,
+    warmup_steps,
+)
+
+log = logging.getLogger("ftjob.trainer")
+
+
+@dataclass
+class Trained:
+    """The trained model and the trainer holding it (evaluation reuses both), with what ran."""
+
+    trainer: Any
+    model: Any
+    plan: TrainingPlan
+    train_loss: float | None
+    resolved: dict[str, Any]
+    tokens_trained: int | None
+
+
+def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared: PreparedData) -> Trained:
+    from transformers import EarlyStoppingCallback, PrinterCallback
+    from trl.trainer.sft_config import SFTConfig
+
+    from .callbacks import (
+        CheckpointUploadCallback,
+        ProgressCallback,
+        SelectiveRecomputeCallback,
+        StopOnSignalCallback,
+    )
+
+    spec, config = ctx.spec, ctx.config
+    quiet_libraries()
+    hardware = Hardware.detect()
+    plan = plan_training(spec.peft, hardware)
+    for note in plan.notes:
+        log.warning("%s", note)
+    if not hardware.cuda:
+        # Denormals make CPU steps several times slower once gradients get small.
+        torch.set_flush_denormal(True)
+    log.info("training %s on %s in %s", plan.method, hardware.device_name, plan.dtype)
+    speed = plan_speed(
+        hardware,
+        trust_remote_code=spec.base_model.trust_remote_code,
+        liger_available=liger_importable(),
+        flex_available=flex_attention_importable(),
+    )
+    for note in speed.notes:
+        log.info("%s", note)
+
+    model = load_model(
+        model_source.path,
+        plan,
+        spec.peft,
+        trust_remote_code=spec.base_model.trust_remote_code,
+        gradient_checkpointing=spec.training.gradient_checkpointing,
+        attention=speed.attention,
+    )
+    train_ds, eval_ds = (
+        build_dataset(
+            split,
+            tokenizer,
+            max_length=spec.training.max_seq_length,
+            loss_on=spec.training.loss_on,
+            cache_dir=config.path("datasets"),
+        )
+        for split in (prepared.train_path, prepared.validation_path)
+    )
+
+    # Rank 0's choice for every rank: DDP needs the same micro-batches and accumulation everywhere.
+    memory = ctx.dist.broadcast(choose_memory_plan(ctx, model, sequence_lengths(train_ds), speed, hardware))
+    distributed = describe_distributed(ctx, plan.method)
+    log.info(
+        "speed: %s attention, %s, %s; micro-batch %d x %d accumulation, %s (%s)",
+        speed.attention,
+        "padding-free batches" if speed.padding_free else "padded batches",
+        "Liger kernels" if speed.liger else "no Liger kernels",
+        memory.micro_batch,
+        memory.accumulation,
+        f"recomputing {memory.recomputed_layers} of {memory.layers} layers",
+        memory.reason,
+    )
+
+    store = ctx.checkpoint_store()
+    progress = ProgressCallback(ctx.reporter)
+    callbacks: list[Any] = [
+        progress,
+        SelectiveRecomputeCallback(memory.recomputed_layers),
+        CheckpointUploadCallback(store, barrier=ctx.dist.barrier if ctx.dist.enabled else None),
+        StopOnSignalCallback(ctx.stop, agree=ctx.dist.any),
+    ]
+    if spec.training.early_stopping.enabled:
+        stopping = spec.training.early_stopping
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=stopping.patience, early_stopping_threshold=stopping.threshold
+            )
+        )
+    args = SFTConfig(
+        **sft_config_kwargs(
+            spec,
+            plan,
+            config.path("checkpoints"),
+            use_cpu=not hardware.cuda,
+            speed=speed,
+            memory=memory,
+            ddp_timeout=ctx.dist.timeout_seconds if ctx.dist.enabled else None,
+        )
+    )
+    trainer = counting_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    # Our progress lines replace the dict that transformers prints on every log step.
+    trainer.remove_callback(PrinterCallback)
+    steps = total_steps(spec, len(cast(Sized, trainer.train_dataset)), world_size=ctx.dist.world_size)
+
+    resume_dir = None
+    if spec.checkpointing.resume:
+        # Rank 0 picks the checkpoint; each node's local rank 0 downloads it; every rank resumes from it.
+        step = ctx.dist.on_main("finding a checkpoint", store.latest_resumable)
+        if step is not None:
+            resume_dir = ctx.dist.on_each_node(
+                "downloading the checkpoint", lambda: store.download(step, config.path("resume"))
+            )
+            ctx.state.resumed_from_step = step
+            log.info("resuming from checkpoint at step %d (%s/checkpoint-%d)", step, store.prefix, step)
+
+    if resume_dir is not None and (ctx.state.resumed_from_step or 0) >= steps:
+        train_loss = restore_finished(trainer, resume_dir)
+    else:
+        ctx.enter("training")
+        train_loss = trainer.train(
+            resume_from_checkpoint=str(resume_dir) if resume_dir else None
+        ).training_loss
+    if ctx.stop_agreed():
+        raise mark_agreed(
+            Interrupted(
+                f"stopped by {ctx.stop.signal_name} at step {trainer.state.global_step}; checkpoint saved"
+            )
+        )
+
+    if speed.attention != "sdpa":
+        # Generation in the evaluation would compile FlexAttention for every new length; SDPA needs none.
+        set_attention(model, "sdpa")
+
+    # Every rank calls save_model (transformers writes on rank 0 only, and joins the ranks where it must).
+    trainer.save_model(str(ctx.outputs.adapter))
+    ctx.dist.on_main("saving the adapter", lambda: finish_adapter(tokenizer, ctx.outputs.adapter))
+
+    resolved = {
+        "method": plan.method,
+        "precision": plan.dtype,
+        "device": hardware.device_name,
+        "notes": list(plan.notes),
+        "totalSteps": trainer.state.max_steps,
+        "stepsDone": trainer.state.global_step,
+        "warmupSteps": warmup_steps(spec, trainer.state.max_steps),
+        "effectiveBatchSize": spec.training.per_device_batch_size
+        * spec.training.gradient_accumulation_steps
+        * ctx.dist.world_size,
+        "trainSequences": len(cast(Sized, trainer.train_dataset)),
+        "trainableParameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "speed": {**speed.describe(), **memory.describe(), "packing": spec.training.packing},
+        "throughput": progress.throughput(),
+    }
+    if distributed is not None:
+        resolved["distributed"] = distributed
+    if hardware.cuda:
+        resolved["peakGpuMemoryGiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return Trained(
+        trainer=trainer,
+        model=model,
+        plan=plan,
+        train_loss=train_loss,
+        resolved=resolved,
+        tokens_trained=int(trainer.state.num_input_tokens_seen or 0) or None,
+    )
+
+
+def finish_adapter(tokenizer: Any, adapter_dir: Path) -> None:
+    tokenizer.save_pretrained(str(adapter_dir))
+    # A pickled TrainingArguments is no use to anyone loading the adapter.
+    (adapter_dir / "training_args.bin").unlink(missing_ok=True)
+
+
+def describe_distributed(ctx: RunContext, method: str) -> dict[str, Any] | None:
+    """How several processes train (None for one), logged and recorded in the manifest. Data parallel
+    (DDP): each process holds the whole model (for QLoRA the 4-bit base, replicated on every GPU) and
+    trains on its share of every batch; gradients of the adapter are averaged. Sharding the 4-bit base
+    (FSDP) is not supported."""
+    dist = ctx.dist
+    if not dist.enabled:
+        return None
+    strategy = "ddp" if method == "lora" else "ddp (4-bit base replicated per GPU)"
+    described = dist.describe(dist.backend(), strategy)
+    training = ctx.spec.training
+    log.info(
+        "data parallel over %d processes (%d nodes x %d), %s backend: %d sequences per optimiser step "
+        "(%d per micro-batch x %d accumulation x %d processes)",
+        dist.world_size,
+        dist.nodes,
+        dist.local_world_size,
+        described["backend"],
+        training.per_device_batch_size * training.gradient_accumulation_steps * dist.world_size,
+        training.per_device_batch_size,
+        training.gradient_accumulation_steps,
+        dist.world_size,
+    )
+    return described
+
+
+def choose_memory_plan(
+    ctx: RunContext, model: Any, lengths: list[int], speed: SpeedPlan, hardware: Hardware
+) -> MemoryPlan:
+    """Micro-batch and recomputed layers from what the loaded model holds and what the GPU has free."""
+    training = ctx.spec.training
+    static = free = None
+    if hardware.cuda:
+        static = int(torch.cuda.memory_allocated())
+        free = int(torch.cuda.mem_get_info()[0])
+    limit = training.gpu_memory_limit_gib
+    if training.packing:
+        # Packed rows are filled up to maxSeqLength whatever the examples' lengths.
+        lengths = [training.max_seq_length] * (
+            training.per_device_batch_size * training.gradient_accumulation_steps
+        )
+    return plan_memory(
+        shape=ModelShape.of(model.config),
+        static=static or 0,
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        lengths=lengths,
+        padding_free=speed.padding_free or training.packing,
+        per_device_batch=training.per_device_batch_size,
+        accumulation=training.gradient_accumulation_steps,
+        checkpointing_allowed=training.gradient_checkpointing,
+        free=free,
+        limit=int(limit * GIB) if limit is not None else None,
+        auto=training.auto_tune,
+    )
+
+
+def restore_finished(trainer: Any, checkpoint: Path) -> float | None:
+    """The checkpoint holds the last step (the run stopped after saving it, before publishing): load its
+    weights and state instead of training. transformers would run one step past max_steps when resuming
+    at it, and report that extra step's loss as the run's. The run's last logged loss is the figure."""
+    from transformers.trainer_callback import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    logged = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    log.info("the checkpoint at step %d is the last one: nothing left to train", trainer.state.global_step)
+    return logged[-1] if logged else None
+
+
+def quiet_libraries() -> None:
+    """Progress bars and deprecation chatter drown the progress lines people and the operator read."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    from .progress import drop_library_noise
+
+    drop_library_noise()
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    # Liger logs a warning for every optional backend it cannot import (CuTe DSL, Ascend) on every GPU.
+    logging.getLogger("liger_kernel").setLevel(logging.ERROR)
