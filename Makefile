@@ -29,8 +29,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Two workers: one takes the CPU-bound trainer and end-to-end tests, the other everything that mostly
-# waits on the API server (tests/conftest.py groups them), so the waiting overlaps the training.
+# Two workers over three groups (tests/conftest.py): the end-to-end tests, the other tests that train a
+# model, and everything that mostly waits on the API server; the waiting overlaps the training.
 unit: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 

@@ -13,17 +13,22 @@ _SECONDS: dict[str, float] = defaultdict(float)
 _OUTCOMES: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
 
-# Tests that load a model (and most of them train it) share one worker under `-n 2 --dist loadgroup`;
-# everything else, mostly waiting on the API server or pure Python, shares the other.
+# Three groups for `-n 2 --dist loadgroup`: the end-to-end tests (which wait on the Job controller and the
+# operator's polls much of the time), the other tests that load a model (CPU-bound training), and the rest
+# (mostly waiting on the API server, or pure Python). One group alone held the end-to-end and training
+# tests, and was most of the run's length.
 MODEL_FIXTURES = {"tiny_model_path", "smollm2_model_path", "smollm2_tokenizer_path"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        loads_model = _area(item.nodeid) == "e2e" or bool(
-            MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
-        )
-        item.add_marker(pytest.mark.xdist_group("model" if loads_model else "api"))
+        if _area(item.nodeid) == "e2e":
+            group = "e2e"
+        elif MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            group = "model"
+        else:
+            group = "api"
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _area(nodeid: str) -> str:

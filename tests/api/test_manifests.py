@@ -168,10 +168,16 @@ BAD_MANIFESTS = [
         id="endpoint-with-credentials",
     ),
     pytest.param(
-        _set("spec.resources.gpus", 2),
+        _set("spec.resources.gpus", 9),
         "spec.resources.gpus",
-        "spec.resources.gpus: Invalid value: 2: multi-GPU training is not supported yet",
-        id="more-than-one-gpu",
+        "spec.resources.gpus: Invalid value: 9: spec.resources.gpus in body should be less than or equal to 8",
+        id="more-gpus-than-a-node-has",
+    ),
+    pytest.param(
+        _set("spec.resources.nodes", 0),
+        "spec.resources.nodes",
+        "spec.resources.nodes: Invalid value: 0: spec.resources.nodes in body should be greater than or equal to 1",
+        id="no-node",
     ),
     pytest.param(
         _delete("spec.data.trainUri"),
