@@ -147,8 +147,9 @@ def plan_speed(
     if flex and trust_remote_code:
         notes.append("remote model code: padded batches (its attention may ignore position ids)")
     elif not flex:
-        # A padding-free row reaches SDPA as one dense block-diagonal mask over all its tokens: quadratic in
-        # the micro-batch's tokens, slower than padding (measured: 5x slower steps on a CPU).
+        # A padding-free row reaches SDPA as one dense block-diagonal mask over all its tokens: attention work
+        # quadratic in the micro-batch's tokens rather than in each sequence's (issue 15 counted 15.8x the
+        # pairs a per-sequence kernel needs at micro-batch 4).
         notes.append("SDPA attention: padded batches (padding-free needs a per-sequence kernel)")
     liger = hardware.cuda and liger_available
     if not hardware.cuda:
