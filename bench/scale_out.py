@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from train_speed import _project_losses, _project_step, _stream, build_assets, loss_agreement  # noqa: E402
+from train_speed import _project_step, _stream, build_assets, loss_agreement, manifest_figures  # noqa: E402
 
 
 def spec(
@@ -92,19 +92,7 @@ def run(
     if code != 0 or not manifest_path.exists():
         result["logTail"] = log.read_text()[-4000:]
         return result
-    manifest = json.loads(manifest_path.read_text())
-    resolved = manifest["resolved"]
-    throughput = resolved.get("throughput", {})
-    result.update(
-        {
-            "nonPadTokensPerSecond": throughput.get("nonPadTokensPerSecond"),
-            "secondsPerStep": throughput.get("secondsPerStep"),
-            "peakAllocatedGiB": resolved.get("peakGpuMemoryGiB"),
-            "tokensTrained": manifest.get("tokensTrained"),
-            "distributed": resolved.get("distributed"),
-            "losses": _project_losses(root / name),
-        }
-    )
+    result.update(manifest_figures(json.loads(manifest_path.read_text()), root / name))
     return result
 
 

@@ -294,24 +294,27 @@ def run_project(
     if code != 0 or not manifest_path.exists():
         result["logTail"] = log.read_text()[-3000:]
         return result
-    manifest = json.loads(manifest_path.read_text())
-    resolved = manifest["resolved"]
-    throughput = resolved.get("throughput", {})
-    result.update(
-        {
-            "nonPadTokensPerSecond": throughput.get("nonPadTokensPerSecond"),
-            "measuredSteps": throughput.get("measuredSteps"),
-            "secondsPerStep": throughput.get("secondsPerStep"),
-            "peakAllocatedGiB": resolved.get("peakGpuMemoryGiB"),
-            "tokensTrained": manifest.get("tokensTrained"),
-            "speed": resolved.get("speed"),
-            "losses": _project_losses(root / name),
-        }
-    )
+    result.update(manifest_figures(json.loads(manifest_path.read_text()), root / name))
     if limit is not None:
         # The trainer says which bound it planned for; a limit it never saw must not pass for a capped run.
         result["limitApplied"] = "limit" in str((result["speed"] or {}).get("reason", ""))
     return result
+
+
+def manifest_figures(manifest: dict[str, Any], run: Path) -> dict[str, Any]:
+    """What a run of `ftjob-train` measured, as its manifest records it, and its per-step losses."""
+    resolved = manifest["resolved"]
+    throughput = resolved.get("throughput", {})
+    return {
+        "nonPadTokensPerSecond": throughput.get("nonPadTokensPerSecond"),
+        "measuredSteps": throughput.get("measuredSteps"),
+        "secondsPerStep": throughput.get("secondsPerStep"),
+        "peakAllocatedGiB": resolved.get("peakGpuMemoryGiB"),
+        "tokensTrained": manifest.get("tokensTrained"),
+        "speed": resolved.get("speed"),
+        "distributed": resolved.get("distributed"),
+        "losses": _project_losses(run),
+    }
 
 
 def _project_step(line: str) -> bool:
