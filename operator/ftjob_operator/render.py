@@ -174,18 +174,25 @@ def pod_spec(spec: FineTuneJobSpec, meta: JsonDict, settings: OperatorSettings) 
         "containers": [trainer_container(spec, meta, settings)],
         "volumes": volumes(spec),
     }
-    service_account = spec.service_account_name or settings.trainer_service_account
-    if service_account:
-        pod["serviceAccountName"] = service_account
+    pod.update(pod_identity_and_placement(spec, settings))
     if spec.scheduling.priority_class_name:
         pod["priorityClassName"] = spec.scheduling.priority_class_name
+    return pod
+
+
+def pod_identity_and_placement(spec: FineTuneJobSpec, settings: OperatorSettings) -> JsonDict:
+    """ServiceAccount, node selector and tolerations: shared by the trainer's pods and the collector's."""
+    out: JsonDict = {}
+    service_account = spec.service_account_name or settings.trainer_service_account
+    if service_account:
+        out["serviceAccountName"] = service_account
     if spec.resources.node_selector:
-        pod["nodeSelector"] = dict(spec.resources.node_selector)
+        out["nodeSelector"] = dict(spec.resources.node_selector)
     if spec.resources.tolerations:
-        pod["tolerations"] = [
+        out["tolerations"] = [
             t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.resources.tolerations
         ]
-    return pod
+    return out
 
 
 def trainer_container(spec: FineTuneJobSpec, meta: JsonDict, settings: OperatorSettings) -> JsonDict:

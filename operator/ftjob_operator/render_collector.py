@@ -14,7 +14,7 @@ from typing import Final
 from ftjob import contract
 
 from .names import LABEL_COMPONENT, JsonDict, child_labels, collector_job_name, owner_reference
-from .render import trainer_container, validated_spec
+from .render import pod_identity_and_placement, trainer_container, validated_spec
 from .settings import OperatorSettings
 
 COLLECTOR_COMPONENT: Final = "collector"
@@ -52,15 +52,7 @@ def render_collector_job(ftj: JsonDict, settings: OperatorSettings) -> JsonDict:
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
-    service_account = spec.service_account_name or settings.trainer_service_account
-    if service_account:
-        pod["serviceAccountName"] = service_account
-    if spec.resources.node_selector:
-        pod["nodeSelector"] = dict(spec.resources.node_selector)
-    if spec.resources.tolerations:
-        pod["tolerations"] = [
-            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.resources.tolerations
-        ]
+    pod.update(pod_identity_and_placement(spec, settings))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
