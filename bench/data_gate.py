@@ -11,8 +11,11 @@ Rows (all in one run, repeated `--repeats` times, interleaved, the median kept):
 - `project-defaults`: `prepare_data` with every default check on (near-duplicates included), writing the
   cleaned, split files as the trainer does.
 - `project-no-near-dups`: the same with `cleaning.dropNearDuplicates: false`.
-- `project-defaults-1-worker`: defaults on one core (`FTJOB_DATA_WORKERS=1`), to show what the second
-  core adds.
+- `project-defaults-2-threads`: defaults with the blocks checked in two threads (`FTJOB_DATA_WORKERS=2`),
+  to show what the second core adds.
+- with `--before DIR` (a copy of an earlier tree, e.g. `git archive HEAD src trainer_image | tar -x -C
+  DIR`): `before-defaults` and `before-no-near-dups`, the same two runs with that tree's code, in the same
+  interleaved run.
 
 Writes `data-gate.md` (the table) and `data-gate.json` (every measurement) to `--out`. The lines are
 generated from a fixed seed: the same file on every machine. Absolute numbers depend on the CPU and on
@@ -37,12 +40,15 @@ from typing import Any
 
 LINES = 200_000
 SEED = 15
-VARIANTS = ("guides", "project-defaults", "project-no-near-dups", "project-defaults-1-worker")
+VARIANTS = ("guides", "project-defaults", "project-no-near-dups", "project-defaults-2-threads")
+BEFORE_VARIANTS = ("before-defaults", "before-no-near-dups")
 TITLES = {
     "guides": "the guides' `clean_dataset` (load all, `json.loads`, role/dup/short checks)",
     "project-defaults": "the project's checks, defaults (near-duplicates on)",
     "project-no-near-dups": "the project's checks, near-duplicates off",
-    "project-defaults-1-worker": "the project's checks, defaults, one process (no workers)",
+    "project-defaults-2-threads": "the project's checks, defaults, blocks checked in 2 threads",
+    "before-defaults": "before: the project's checks, defaults (its 2 worker processes)",
+    "before-no-near-dups": "before: the project's checks, near-duplicates off (its 2 worker processes)",
 }
 
 # --- The data -----------------------------------------------------------------------------------------
@@ -160,7 +166,8 @@ def project_clean(path: Path, *, near_duplicates: bool) -> tuple[int, dict[str, 
 
 def run_variant(variant: str, path: Path) -> dict[str, Any]:
     """In the child: run one variant once, and say how long it took and how much memory it held."""
-    if variant.startswith("project"):
+    project = variant.startswith(("project", "before"))
+    if project:
         # Imports are not part of the gate's time (the trainer has them loaded already).
         import ftjob_trainer.data  # noqa: F401
     self_usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -168,14 +175,14 @@ def run_variant(variant: str, path: Path) -> dict[str, Any]:
     started = time.perf_counter()
     drops: dict[str, int] = {}
     workers = 0
-    if variant.startswith("project"):
+    if project:
         from ftjob_trainer.data.batch import worker_count
 
         workers = worker_count(path.stat().st_size)
     if variant == "guides":
         kept = guides_clean(path)
     else:
-        kept, drops = project_clean(path, near_duplicates=variant != "project-no-near-dups")
+        kept, drops = project_clean(path, near_duplicates=not variant.endswith("no-near-dups"))
     seconds = time.perf_counter() - started
     cpu_seconds = sum(
         usage.ru_utime + usage.ru_stime - base
@@ -199,11 +206,18 @@ def run_variant(variant: str, path: Path) -> dict[str, Any]:
     }
 
 
-def measure(variant: str, path: Path, lines: int) -> dict[str, Any]:
+def measure(variant: str, path: Path, lines: int, before: Path | None = None) -> dict[str, Any]:
     """Run one variant in a fresh interpreter and read its measurements."""
     env = dict(os.environ)
-    if variant == "project-defaults-1-worker":
-        env["FTJOB_DATA_WORKERS"] = "1"
+    env.pop("FTJOB_DATA_WORKERS", None)
+    if variant == "project-defaults-2-threads":
+        env["FTJOB_DATA_WORKERS"] = "2"
+    if variant.startswith("before"):
+        if before is None:
+            raise ValueError(f"{variant} needs --before")
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(before / "trainer_image"), str(before / "src"), env.get("PYTHONPATH", "")]
+        )
     result = subprocess.run(
         [sys.executable, __file__, "--child", variant, "--file", str(path)],
         capture_output=True,
@@ -227,30 +241,38 @@ def _median(records: list[dict[str, Any]]) -> dict[str, Any]:
 def index_memory(path: Path, examples: int) -> dict[str, Any]:
     """In the child: the bytes the dedup index holds per kept example (exact keys, signatures, LSH
     buckets, at the default threshold), measured with tracemalloc over the file's first `examples`
-    distinct conversations."""
+    lines (their distinct conversations)."""
     import tracemalloc
 
     from ftjob.api.data import CleaningSpec
-    from ftjob_trainer.data.batch import BatchChecker, batches
-    from ftjob_trainer.data.checks import Drop
+    from ftjob_trainer.data.batch import BLOCK_BYTES, BatchChecker
     from ftjob_trainer.data.dedup import DedupIndex, Fingerprint
+    from ftjob_trainer.data.reader import Block, JsonlReader
 
     checker = BatchChecker(CleaningSpec())
-    with path.open(encoding="utf-8") as stream:
-        texts = [next(stream) for _ in range(examples)]
-    results = [checker.check(batch) for batch in batches(texts)]
+    results = []
+    lines = 0
+    for block in JsonlReader(path).blocks(BLOCK_BYTES):
+        assert isinstance(block, Block)
+        results.append(checker.check_block(block))
+        lines += len(results[-1].numbers)
+        if lines >= examples:
+            break
     tracemalloc.start()
     index = DedupIndex(CleaningSpec().near_duplicate_threshold)
     before = tracemalloc.get_traced_memory()[0]
     kept = 0
     for result in results:
-        signatures = iter(result.signatures if result.signatures is not None else ())
-        bands = iter(result.bands or ())
-        for item in result.items:
-            if isinstance(item, Drop):
+        assert result.signatures is not None and result.bands is not None
+        for position in range(len(result.checked)):
+            if position in result.content:
                 continue
             print_ = Fingerprint(
-                None, near=True, exact=item.exact, signature=next(signatures), bands=next(bands)
+                None,
+                near=True,
+                exact=int(result.exact[position]),
+                signature=result.signatures[position],
+                bands=result.bands[position].tolist(),
             )
             if index.find_exact(print_) is None and index.find_near(print_) is None:
                 index.add(print_, kept + 1)
@@ -266,7 +288,7 @@ def table(rows: dict[str, dict[str, Any]], file_bytes: int, lines: int) -> str:
         f"{lines:,} generated chat lines ({file_bytes / 1e6:.0f} MB), median of the repeats; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
         "",
-        "| | lines/s | vs guides | lines per CPU-second | vs guides | peak RSS | worker processes |",
+        "| | lines/s | vs guides | lines per CPU-second | vs guides | peak RSS | workers |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for variant, row in rows.items():
@@ -277,7 +299,13 @@ def table(rows: dict[str, dict[str, Any]], file_bytes: int, lines: int) -> str:
             f"| {TITLES[variant]} | {row['lines_per_second']:,.0f} | {row['lines_per_second'] / guides:.2f}x "
             f"| {row['lines_per_cpu_second']:,.0f} | {row['lines_per_cpu_second'] / guides_cpu:.2f}x "
             f"| {main_rss:.0f} MiB | "
-            + (f"{workers} x at most {worker_rss:.0f} MiB |" if workers > 1 else "none |")
+            + (
+                f"{workers} threads (in the process) |"
+                if variant.endswith("threads")
+                else f"{workers} x at most {worker_rss:.0f} MiB |"
+                if workers > 1 and worker_rss >= 1
+                else "none |"
+            )
         )
     return "\n".join(out) + "\n"
 
@@ -291,6 +319,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--file", type=Path, help="use this file instead of generating one")
+    parser.add_argument("--before", type=Path, help="a copy of an earlier tree to run as `before-*`")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "index-memory":
@@ -300,6 +329,8 @@ def main() -> int:
         print(json.dumps(run_variant(args.child, args.file)))
         return 0
     variants = [v for v in args.variants.split(",") if v]
+    if args.before is not None:
+        variants += [v for v in BEFORE_VARIANTS if v not in variants]
     with tempfile.TemporaryDirectory() as scratch:
         path = args.file or Path(scratch) / "chat.jsonl"
         if args.file is None:
@@ -309,7 +340,7 @@ def main() -> int:
         runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
         for repeat in range(args.repeats):
             for variant in variants:
-                record = measure(variant, path, lines)
+                record = measure(variant, path, lines, args.before)
                 runs[variant].append(record)
                 print(
                     f"repeat {repeat + 1}: {variant}: {record['lines_per_second']:,.0f} lines/s, "

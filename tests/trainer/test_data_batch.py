@@ -1,6 +1,7 @@
-"""The fast paths hold the same verdicts as the definitions: msgspec's typed decoding against `json.loads`
-and the checks one by one, numpy's batch MinHash against `minhash` one example at a time, and worker
-processes against the cleaning process."""
+"""The fast paths hold the same verdicts as the definitions: msgspec's typed decoding (a line, or a whole
+block at once) against `json.loads` and the checks one by one, the compiled batch MinHash and exact key
+against `minhash` and `exact_key` one example at a time, lines indexed a block at a time against one by
+one, blocks of any size against each other, and threads against the cleaning thread."""
 
 from __future__ import annotations
 
@@ -15,18 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftjob.api.data import CleaningSpec, DataSpec
-from ftjob_trainer.data import prepare_data
-from ftjob_trainer.data.batch import (
-    BATCH_CHARS,
-    BATCH_LINES,
-    PARALLEL_BATCH_CHARS,
-    WORKERS_ENV,
-    BatchChecker,
-    batches,
-    worker_count,
-)
+from ftjob_trainer.data import batch, prepare, prepare_data
+from ftjob_trainer.data.batch import WORKERS_ENV, BatchChecker, worker_count
 from ftjob_trainer.data.checks import Message, _parse_slowly, parse_conversation
-from ftjob_trainer.data.dedup import DedupIndex, Fingerprint, Signer, minhash, similarity
+from ftjob_trainer.data.dedup import DedupIndex, Fingerprint, Signer, exact_key, minhash, similarity
+from ftjob_trainer.data.reader import Block
 
 # Words that exercise the tokenizer's corners: case folding outside ASCII (ß, ﬁ, K as the Kelvin sign),
 # NUL, punctuation, words of 8/9/64/65+ bytes (the chunked word hash and its blake2b fallback).
@@ -48,10 +42,14 @@ def test_batch_signatures_equal_one_at_a_time() -> None:
     rng = random.Random(5)
     conversations = [random_chat(rng) for _ in range(400)]
 
-    batch = Signer(0.9).signatures(conversations)
+    hashed = Signer(0.9).hash_batch(conversations, near=True)
 
-    assert batch.dtype == np.uint32 and batch.shape == (400, 64)
-    assert [row.tolist() for row in batch] == [list(minhash(c)) for c in conversations]
+    assert hashed.signatures is not None and hashed.bands is not None
+    assert hashed.signatures.dtype == np.uint32 and hashed.signatures.shape == (400, 64)
+    assert [row.tolist() for row in hashed.signatures] == [list(minhash(c)) for c in conversations]
+    assert hashed.exact.tolist() == [exact_key(c) for c in conversations]
+    assert (hashed.bands == Signer(0.9).band_keys(hashed.signatures)).all()
+    assert (Signer(0.9).hash_batch(conversations, near=False).exact == hashed.exact).all()
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.8, 0.9, 1.0])
@@ -132,14 +130,99 @@ def test_typed_decoding_edge_cases(text: str) -> None:
     assert parse_conversation(text) == _parse_slowly(text, max_messages=128)
 
 
-def test_batches_are_bounded_by_lines_and_characters() -> None:
-    long_lines = [len(batch) for batch in batches(["x" * 1000] * 100)]
-    short_lines = [len(batch) for batch in batches(["x"] * 1000)]
-    for_workers = [len(batch) for batch in batches(["x" * 1000] * 1000, parallel=True)]
+def block_of(lines: list[str], first_number: int = 1) -> Block:
+    data = "".join(line + "\n" for line in lines).encode("utf-8", "surrogatepass")
+    return Block("unused", 0, len(data), first_number, data)
 
-    assert sum(long_lines) == 100 and max(long_lines) == -(-BATCH_CHARS // 1000)
-    assert short_lines == [BATCH_LINES] * 3 + [1000 - 3 * BATCH_LINES]
-    assert max(for_workers) == -(-PARALLEL_BATCH_CHARS // 1000) > max(long_lines)
+
+def same_results(one: batch.BlockResult, other: batch.BlockResult) -> None:
+    assert one.numbers.tolist() == other.numbers.tolist()
+    assert one.drops == other.drops
+    assert one.checked.tolist() == other.checked.tolist()
+    assert one.exact.tolist() == other.exact.tolist()
+    assert one.content == other.content
+    assert one.records == other.records and one.record_ends.tolist() == other.record_ends.tolist()
+    assert (one.signatures is None) == (other.signatures is None)
+    if one.signatures is not None and other.signatures is not None:
+        assert one.signatures.tolist() == other.signatures.tolist()
+
+
+def chat_line(rng: random.Random) -> str:
+    conversation = random_chat(rng)
+    roll = rng.random()
+    if roll < 0.05:
+        conversation = conversation[::-1]
+    elif roll < 0.1:
+        conversation = conversation[:1]
+    elif roll < 0.15:
+        conversation = (*conversation, Message("user", "again?"))
+    return json.dumps({"messages": [m.as_dict() for m in conversation]}, ensure_ascii=rng.random() < 0.5)
+
+
+@pytest.mark.parametrize("max_messages", [2, 128])
+def test_a_block_decoded_at_once_gives_the_line_by_line_verdicts(max_messages: int) -> None:
+    rng = random.Random(3)
+    lines = [chat_line(rng) for _ in range(300)]
+    checker = BatchChecker(CleaningSpec(max_messages=max_messages, min_user_chars=3, min_assistant_words=2))
+    block = block_of(lines, first_number=7)
+
+    fast = checker.check_block(block)
+
+    assert checker._decode_fast(block, block.data.split(b"\n")[:-1]) is not None
+    same_results(fast, checker._finish_slow(block, block.data.split(b"\n")[:-1]))
+    assert fast.numbers.tolist() == list(range(7, 307))
+    assert {drop.reason for drop, _text in fast.drops.values()} >= {"badRoleOrder", "missingTurn"}
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(st.lists(DOCUMENT, min_size=1, max_size=4), st.integers(0, 2), st.integers(0, 5))
+def test_odd_lines_in_a_block_get_the_line_by_line_verdicts(
+    documents: list[Any], style: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    lines = [chat_line(rng) for _ in range(5)] + [as_line(document, style) for document in documents]
+    rng.shuffle(lines)
+    checker = BatchChecker(CleaningSpec())
+    block = block_of(lines)
+
+    same_results(checker.check_block(block), checker._finish_slow(block, block.data.split(b"\n")[:-1]))
+
+
+def test_lines_indexed_a_block_at_a_time_get_the_one_by_one_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(8)
+    bases = [random_chat(rng) for _ in range(300)]
+    rows = []
+    for i in range(3000):
+        conversation = list(rng.choice(bases) if i % 3 == 0 else random_chat(rng))
+        if i % 5 == 0:
+            conversation[-1] = Message("assistant", conversation[-1].content + " one more")
+        rows.append(json.dumps({"messages": [m.as_dict() for m in conversation]}))
+    train, validation = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
+    train.write_text("\n".join(rows[:2500]) + "\n", encoding="utf-8")
+    validation.write_text("\n".join(rows[2500:]) + "\n", encoding="utf-8")
+    spec = DataSpec.model_validate({"trainUri": "file:///train.jsonl", "cleaning": {"minAssistantWords": 0}})
+    monkeypatch.setattr(batch, "BLOCK_BYTES", 16 * 1024)
+
+    def run(out: str) -> tuple[str, str, str]:
+        prepared = prepare_data(train, validation, spec, seed=3, max_seq_length=64, out_dir=tmp_path / out)
+        return (
+            prepared.train_path.read_text(encoding="utf-8"),
+            prepared.validation_path.read_text(encoding="utf-8"),
+            prepared.report.to_json(),
+        )
+
+    at_once = run("at-once")
+    monkeypatch.setattr(
+        prepare._Taker, "_one_by_one", lambda self, result, bands: np.ones(len(result.exact), dtype=np.bool_)
+    )
+    one_by_one = run("one-by-one")
+
+    assert at_once == one_by_one
+    dropped = json.loads(at_once[2])["inputs"]
+    assert set(dropped[0]["dropped"]) >= {"duplicate", "nearDuplicate"}
+    assert set(dropped[1]["dropped"]) >= {"overlapWithTrain"}
 
 
 def test_batch_checker_keeps_the_order_and_the_drops() -> None:
@@ -166,9 +249,7 @@ def test_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
     assert worker_count(1024) == 3
 
 
-def test_worker_processes_give_the_same_files_and_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_threads_give_the_same_files_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(11)
     rows = []
     for i in range(1500):

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,32 @@ def test_signature_is_the_same_in_another_process() -> None:
     )
 
     assert json.loads(output.stdout) == [exact_key(example), list(minhash(example))]
+
+
+def test_a_read_only_prebuilt_kernel_cache_is_copied_and_loaded(tmp_path: Path) -> None:
+    # The trainer image compiles the kernel into FTJOB_NUMBA_CACHE at build time; a job's root filesystem
+    # is read-only, and numba only uses a cache folder it can write to.
+    prebuilt, scratch = tmp_path / "prebuilt", tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        key: value for key, value in os.environ.items() if key not in {"NUMBA_CACHE_DIR", "NUMBA_CPU_NAME"}
+    } | {"FTJOB_NUMBA_CACHE": str(prebuilt), "NUMBA_CPU_NAME": "generic", "TMPDIR": str(scratch)}
+    build = "from ftjob_trainer.data.kernels import warm_up; warm_up()"
+    subprocess.run([sys.executable, "-c", build], env=env, check=True, timeout=300)
+    built = sorted(path.name for path in prebuilt.rglob("*.nbi"))
+    job = (
+        "import os\n"
+        "os.access = lambda path, mode: False  # as on the job's read-only root filesystem\n"
+        "from ftjob_trainer.data.kernels import warm_up, _hash_batch\n"
+        "warm_up()\n"
+        "print(os.environ['NUMBA_CACHE_DIR'], len(_hash_batch.stats.cache_hits), len(_hash_batch.stats.cache_misses))\n"
+    )
+
+    output = subprocess.run(
+        [sys.executable, "-c", job], env=env, check=True, timeout=300, capture_output=True, text=True
+    )
+
+    cache, hits, misses = output.stdout.split()
+    assert Path(cache) == scratch / "ftjob-numba-cache"
+    assert built and sorted(path.name for path in Path(cache).rglob("*.nbi")) == built
+    assert (int(hits), int(misses)) == (1, 0)

@@ -14,9 +14,12 @@ from typing import TypeVar
 
 import pytest
 
-from ftjob.api.data import DataSpec
-from ftjob_trainer.data import DropReason, prepare_data
-from ftjob_trainer.data.reader import JsonlReader, Line
+from ftjob.api.data import CleaningSpec, DataSpec
+from ftjob_trainer.data import DropReason, batch, prepare_data
+from ftjob_trainer.data.batch import BatchChecker
+from ftjob_trainer.data.checks import Drop, parse_conversation
+from ftjob_trainer.data.dedup import Signer
+from ftjob_trainer.data.reader import JsonlReader, Line, TooLong
 
 T = TypeVar("T")
 
@@ -58,8 +61,15 @@ def test_reading_200k_lines_takes_constant_memory(tmp_path: Path) -> None:
     assert reader.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_prepare_memory_follows_kept_examples_not_file_size(tmp_path: Path) -> None:
-    # 10,000 lines of about 1 KiB drawn from 200 distinct examples: 10 MB to read, 200 to remember.
+def test_prepare_memory_follows_kept_examples_not_file_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10,000 lines of about 1 KiB drawn from 200 distinct examples: 10 MB to read, 200 to remember. The
+    # working memory is a fixed multiple of the block size (about 20x): small blocks show it is not the
+    # file's size.
+    monkeypatch.setattr(batch, "BLOCK_BYTES", 32 * 1024)
+    # numba's first call loads its compiler's registries (about 16 MB, once per process): not per line.
+    Signer(0.9).hash_batch([], near=True)
     rng = random.Random(0)
     vocabulary = [f"word{i}" for i in range(1000)]
     distinct = [
@@ -128,3 +138,69 @@ def test_reader_reads_once_and_knows_its_digest_only_at_the_end(tmp_path: Path) 
     list(reader)
     with pytest.raises(RuntimeError, match="reads its file once"):
         list(reader)
+
+
+def line_by_line(path: Path, cleaning: CleaningSpec) -> list[tuple[int, object, str]]:
+    """The definition: the reader's lines, then `parse_conversation` on each."""
+    verdicts: list[tuple[int, object, str]] = []
+    for line in JsonlReader(path, max_line_bytes=cleaning.max_line_bytes):
+        if line.too_long:
+            verdict: object = Drop(
+                DropReason.LINE_TOO_LONG, f"longer than maxLineBytes {cleaning.max_line_bytes}"
+            )
+        elif line.problem is not None:
+            verdict = Drop(DropReason.INVALID_JSON, line.problem)
+        else:
+            parsed = parse_conversation(line.text, max_messages=cleaning.max_messages)
+            verdict = parsed if isinstance(parsed, Drop) else batch.encode(parsed)
+        verdicts.append((line.number, verdict, line.text if isinstance(verdict, Drop) else ""))
+    return verdicts
+
+
+def by_blocks(
+    path: Path, cleaning: CleaningSpec, size: int
+) -> tuple[list[tuple[int, object, str]], JsonlReader]:
+    reader = JsonlReader(path, max_line_bytes=cleaning.max_line_bytes)
+    checker = BatchChecker(cleaning)
+    verdicts: list[tuple[int, object, str]] = []
+    for item in reader.blocks(size):
+        if isinstance(item, TooLong):
+            result = batch.too_long(item.offset, item.number, item.text, cleaning.max_line_bytes)
+        else:
+            result = checker.check_block(item)
+        reader.count(len(result.numbers), result.blank)
+        checked = dict(zip(result.checked.tolist(), range(len(result.checked)), strict=True))
+        for index, number in enumerate(result.numbers.tolist()):
+            if index in result.drops:
+                drop, text = result.drops[index]
+                verdicts.append((number, drop, text))
+                continue
+            position = checked[index]
+            start = int(result.record_ends[position - 1]) if position else 0
+            verdicts.append((number, result.records[start : int(result.record_ends[position])], ""))
+    return verdicts, reader
+
+
+@pytest.mark.parametrize("size", [1 << 20, 4096, 1500, 700, 64])
+def test_blocks_of_any_size_give_the_line_by_line_verdicts(tmp_path: Path, size: int) -> None:
+    good = json.dumps(CHAT)
+    content = (
+        b"\xef\xbb\xbf" + good.encode() + b"\r\n\r\n   \n" + good.upper().encode() + b"\n"
+        + b'{"bad": "\xff"}\n' + b"x" * 3000 + b"\n" + good.encode() + b"\n" + b"y" * 1100 + b"\r\n"
+        + b'{"messages": [{"role": "user", "content": "a"}]}\n' + b"z" * 5000 + good.encode()
+        + b"\n" + good.encode() + b" " + good.encode() + b"\n" + good.encode()
+    )  # fmt: skip
+    path = tmp_path / "edges.jsonl"
+    path.write_bytes(content)
+    cleaning = CleaningSpec(max_line_bytes=1024)
+
+    verdicts, reader = by_blocks(path, cleaning, size)
+    reference = JsonlReader(path, max_line_bytes=1024)
+    definition = line_by_line(path, cleaning)
+    list(reference)
+
+    assert verdicts == definition
+    assert {type(verdict) for _number, verdict, _text in verdicts} == {Drop, bytes}
+    assert (reader.lines, reader.blank_lines, reader.size_bytes) == (10, 2, len(content))
+    assert (reference.lines, reference.blank_lines) == (10, 2)
+    assert reader.sha256 == hashlib.sha256(content).hexdigest()

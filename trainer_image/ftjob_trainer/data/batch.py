@@ -1,22 +1,29 @@
-"""The part of the checks that does not depend on earlier lines, a batch of lines at a time: parsing, the
-structural and content checks, the exact key, the MinHash signature and its band keys, and the line as it
-will be written. It runs in the cleaning process or, for large files, in worker processes (both cores);
-deduplication, which depends on every earlier line, stays in the cleaning process, in file order.
+"""The part of the checks that does not depend on earlier lines, a block of the file at a time: splitting
+it into lines, parsing, the structural and content checks, the exact key, the MinHash signature and its
+band keys, and the lines as they will be written. Deduplication, which depends on every earlier line,
+is done by the caller, in file order.
 
-Workers are started with `spawn` (the trainer may hold CUDA and threads, which `fork` must not copy) and
-import only this package (numpy and msgspec, no torch). At most `_IN_FLIGHT_PER_WORKER` batches per
-worker are queued, so memory stays bounded by the batch size, not by the file.
+A block (`BLOCK_BYTES` of whole lines) is decoded at once by msgspec when every line has the usual
+shape, its structure is checked with numpy for all lines together, and its keys and signatures come
+from one call of the compiled kernel (`kernels`); any line that needs a closer look goes through the
+line-by-line definitions (`reader`, `checks.parse_conversation`), which give the verdicts.
+
+Blocks are checked in the cleaning thread by default. `FTJOB_DATA_WORKERS=N` checks them in N threads
+(the kernel, hashing and I/O run without Python's global lock); on the benchmark's 2-core machine that
+was slower than one thread, so it is not the default. Worker processes, as before, would each spend
+about 1.7 s of CPU and 190 MiB loading numpy, pydantic and numba: more than they save on files of this
+size.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.pool import AsyncResult, Pool
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, NamedTuple, TypeAlias, cast
 
 import msgspec
 import numpy as np
@@ -24,31 +31,35 @@ import numpy.typing as npt
 
 from ftjob.api.data import CleaningSpec
 
-from .checks import Conversation, Drop, check_content, parse_conversation
-from .dedup import Signer, exact_key
+from .checks import (
+    Conversation,
+    Drop,
+    DropReason,
+    check_content,
+    check_structure,
+    decode_chat_lines,
+    parse_conversation,
+)
+from .dedup import BatchHashes, Signer
+from .kernels import EXACT, RAW, ROLE_CODES
+from .reader import BOM, EXCERPT_BYTES, Block, decode_line
 
-BATCH_LINES: Final = 256
-BATCH_CHARS: Final = 24 * 1024
-"""A batch ends at whichever comes first; the characters bound numpy's working memory per batch (about
-20 bytes per character)."""
-PARALLEL_BATCH_CHARS: Final = 128 * 1024
-"""Batches sent to workers are larger: numpy's cost per call is spread over more lines (about 240 lines
-of 500 characters hash fastest: larger batches fall out of the CPU caches)."""
+BLOCK_BYTES: Final = 1024 * 1024
+"""The file is read, checked and sent to workers in blocks of about this many bytes (whole lines)."""
 WORKERS_ENV: Final = "FTJOB_DATA_WORKERS"
-"""Worker processes for the batch work: 0 or 1 means none (all in the cleaning process). Unset: one per
-usable CPU core (at most `_MAX_WORKERS`), for files of at least `PARALLEL_MIN_BYTES`."""
-PARALLEL_MIN_BYTES: Final = 16 * 1024 * 1024
-"""Below this, starting worker processes (about half a second) costs more than it saves."""
-_MAX_WORKERS: Final = 4
-_IN_FLIGHT_PER_WORKER: Final = 4
+"""Threads for the block work: unset, 0 or 1 means none (all in the cleaning thread)."""
+_IN_FLIGHT_PER_WORKER: Final = 3
+_OPEN: Final = ord("{")
+_CLOSE: Final = ord("}")
+_NEWLINE: Final = ord("\n")
+_CR: Final = ord("\r")
 
 Item: TypeAlias = "str | Drop"
 """A line's text, or the verdict the reader already reached (too long, not UTF-8)."""
 
 
 class Checked(NamedTuple):
-    """A line that passed the structural checks. (A named tuple: it unpickles about three times faster
-    than a dataclass, and the cleaning process unpickles one per line it gets from a worker.)"""
+    """A line that passed the structural checks (as `BatchChecker.check` returns it)."""
 
     exact: int
     content: Drop | None
@@ -65,38 +76,321 @@ class BatchResult:
     bands: list[list[int]] | None
 
 
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """One block's lines. Indices count the block's non-blank lines (0-based)."""
+
+    offset: int
+    """Where the block starts in the file."""
+    first_number: int
+    """The file's line number of the block's first physical line."""
+    numbers: npt.NDArray[np.int64]
+    """Line number of each non-blank line."""
+    starts: npt.NDArray[np.int64]
+    """Offset in the block of each non-blank line (for excerpts)."""
+    ends: npt.NDArray[np.int64]
+    blank: int
+    drops: dict[int, tuple[Drop, str]]
+    """Lines that failed a structural check: the verdict and the line's text (for the report)."""
+    checked: npt.NDArray[np.int64]
+    """The other lines, in order."""
+    exact: npt.NDArray[np.uint64]
+    """Per checked line."""
+    signatures: npt.NDArray[np.uint32] | None
+    bands: npt.NDArray[np.uint64] | None
+    content: dict[int, Drop]
+    """Per checked line (its position in `checked`) that failed a content check."""
+    records: bytes
+    """The checked lines as the cleaned file gets them, one after the other."""
+    record_ends: npt.NDArray[np.int64]
+
+
 class BatchChecker:
     def __init__(self, cleaning: CleaningSpec) -> None:
         self.cleaning = cleaning
         self.signer = Signer(cleaning.near_duplicate_threshold)
 
     def check(self, batch: list[Item]) -> BatchResult:
+        """Lines already read (the reader's texts and verdicts), one result per line."""
         cleaning = self.cleaning
         parsed = [
             item if isinstance(item, Drop) else parse_conversation(item, max_messages=cleaning.max_messages)
             for item in batch
         ]
         good: list[Conversation] = [item for item in parsed if not isinstance(item, Drop)]
-        signatures = bands = None
-        if cleaning.drop_near_duplicates and good:
-            signatures = self.signer.signatures(good)
-            bands = self.signer.band_keys(signatures).tolist()
-        items: list[Checked | Drop] = [
-            item
-            if isinstance(item, Drop)
-            else Checked(exact_key(item), check_content(item, cleaning), encode(item))
-            for item in parsed
-        ]
+        hashed = self._hash(good)
+        content = self._content(good, hashed)
+        records = iter(encode_many(good))
+        exact = iter(hashed.exact.tolist() if hashed else ())
+        items: list[Checked | Drop] = []
+        position = 0
+        for item in parsed:
+            if isinstance(item, Drop):
+                items.append(item)
+                continue
+            items.append(Checked(next(exact), content.get(position), next(records)))
+            position += 1
+        signatures = hashed.signatures if hashed else None
+        bands = hashed.bands.tolist() if hashed and hashed.bands is not None else None
         return BatchResult(items, signatures, bands)
 
+    def check_block(self, block: Block) -> BlockResult:
+        """Every line of a block of whole lines."""
+        data = block.data
+        lines = data.split(b"\n")
+        if data.endswith(b"\n"):
+            lines.pop()
+        fast = self._decode_fast(block, lines)
+        if fast is not None:
+            return self._finish_fast(block, lines, *fast)
+        return self._finish_slow(block, lines)
 
-_encode_record = msgspec.json.Encoder().encode
+    def _decode_fast(
+        self, block: Block, lines: list[bytes]
+    ) -> tuple[list[Conversation | Drop], npt.NDArray[np.uint8]] | None:
+        """The block decoded at once, when every line is one JSON object of the usual shape; None when
+        any line needs a closer look (blank, too long, a byte order mark, another shape, invalid)."""
+        if not lines or max(map(len, lines)) > self.cleaning.max_line_bytes:
+            return None
+        data = np.frombuffer(block.data, dtype=np.uint8)
+        ends = np.flatnonzero(data == _NEWLINE)
+        last = ends - 1
+        # Each line starts with "{" and ends with "}" (a "\r" before the newline allowed): then no JSON
+        # value can run from one line into the next (a value continues after "}" only with "," "]" or
+        # "}", and strings cannot hold a raw newline), so decoding the block line by line or at once
+        # gives the same values, exactly one per line when the counts agree.
+        if data[0] != _OPEN or (len(ends) and (data[ends[ends < len(data) - 1] + 1] != _OPEN).any()):
+            return None
+        if len(ends) < len(lines):
+            last = np.append(last, len(data) - 1)
+        closing = data[last]
+        carriage = closing == _CR
+        if carriage.any():
+            closing = np.where(carriage, data[np.maximum(last - 1, 0)], closing)
+        if (closing != _CLOSE).any():
+            return None
+        try:
+            decoded = decode_chat_lines(block.data)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            return None
+        if len(decoded) != len(lines):
+            return None
+        messages = [line.messages for line in decoded]
+        conversations: list[Conversation | Drop] = list(messages)
+        suspects, roles = _suspects(messages, self.cleaning.max_messages)
+        for index in suspects.tolist():
+            conversation = messages[index]
+            if len(conversation) > self.cleaning.max_messages:
+                conversations[index] = parse_conversation(
+                    lines[index].rstrip(b"\r").decode(), max_messages=self.cleaning.max_messages
+                )
+            else:
+                conversations[index] = check_structure(conversation) or conversation
+        return conversations, roles
+
+    def _finish_fast(
+        self,
+        block: Block,
+        lines: list[bytes],
+        parsed: list[Conversation | Drop],
+        roles: npt.NDArray[np.uint8],
+    ) -> BlockResult:
+        sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        ends = np.cumsum(sizes + 1) - 1
+        starts = ends - sizes
+        numbers = np.arange(block.first_number, block.first_number + len(lines), dtype=np.int64)
+        drops = {
+            index: (item, decode_line(lines[index]))
+            for index, item in enumerate(parsed)
+            if isinstance(item, Drop)
+        }
+        return self._finish(block, numbers, starts, ends, 0, parsed, drops, roles if not drops else None)
+
+    def _finish_slow(self, block: Block, lines: list[bytes]) -> BlockResult:
+        """Line by line, as the reader and `parse_conversation` define it."""
+        limit = self.cleaning.max_line_bytes
+        numbers: list[int] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        parsed: list[Conversation | Drop] = []
+        drops: dict[int, tuple[Drop, str]] = {}
+        blank = 0
+        offset = 0
+        for number, line in enumerate(lines, start=block.first_number):
+            start, offset = offset, offset + len(line) + 1
+            raw = line[:limit] if len(line) > limit else line.rstrip(b"\r")
+            if number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            if len(line) > limit:
+                item: Item = Drop(DropReason.LINE_TOO_LONG, f"longer than maxLineBytes {limit}")
+                text = raw[:EXCERPT_BYTES].decode("utf-8", "replace")
+            elif not raw.strip():
+                blank += 1
+                continue
+            else:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    text = raw.decode("utf-8", "replace")
+                    item = Drop(DropReason.INVALID_JSON, f"not valid UTF-8 (byte {err.start + 1})")
+                else:
+                    item = text
+            if isinstance(item, str):
+                result = parse_conversation(item, max_messages=self.cleaning.max_messages)
+            else:
+                result = item
+            if isinstance(result, Drop):
+                drops[len(parsed)] = (result, text)
+            parsed.append(result)
+            numbers.append(number)
+            starts.append(start)
+            ends.append(start + len(line))
+        return self._finish(
+            block,
+            np.array(numbers, dtype=np.int64),
+            np.array(starts, dtype=np.int64),
+            np.array(ends, dtype=np.int64),
+            blank,
+            parsed,
+            drops,
+        )
+
+    def _finish(
+        self,
+        block: Block,
+        numbers: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+        blank: int,
+        parsed: list[Conversation | Drop],
+        drops: dict[int, tuple[Drop, str]],
+        roles: npt.NDArray[np.uint8] | None = None,
+    ) -> BlockResult:
+        good: list[Conversation] = (
+            cast("list[Conversation]", parsed)
+            if not drops
+            else [item for item in parsed if not isinstance(item, Drop)]
+        )
+        checked = (
+            np.arange(len(parsed), dtype=np.int64)
+            if not drops
+            else np.array([i for i, item in enumerate(parsed) if not isinstance(item, Drop)], dtype=np.int64)
+        )
+        hashed = self._hash(good, roles)
+        content = self._content(good, hashed)
+        records, record_ends = encode_block(good)
+        empty_keys = np.zeros(0, dtype=np.uint64)
+        return BlockResult(
+            offset=block.offset,
+            first_number=block.first_number,
+            numbers=numbers,
+            starts=starts,
+            ends=ends,
+            blank=blank,
+            drops=drops,
+            checked=checked,
+            exact=hashed.exact if hashed else empty_keys,
+            signatures=hashed.signatures if hashed else None,
+            bands=hashed.bands if hashed else None,
+            content=content,
+            records=records,
+            record_ends=record_ends,
+        )
+
+    def _hash(
+        self, good: list[Conversation], roles: npt.NDArray[np.uint8] | None = None
+    ) -> BatchHashes | None:
+        if not good:
+            return None
+        return self.signer.hash_batch(good, near=self.cleaning.drop_near_duplicates, roles=roles)
+
+    def _content(self, good: list[Conversation], hashed: BatchHashes | None) -> dict[int, Drop]:
+        """`check_content` of the conversations that may fail it: the kernel's word and character counts
+        clear the ASCII conversations that pass (most), the others are checked one by one."""
+        if hashed is None:
+            return {}
+        cleaning = self.cleaning
+        suspects: Iterable[int]
+        if cleaning.output_format == "json":
+            suspects = range(len(good))
+        else:
+            segments = hashed.segments
+            raw = (segments.flags & (RAW | EXACT)) == (RAW | EXACT)
+            short = raw & (
+                ((segments.role == 2) & (hashed.seg_words < cleaning.min_assistant_words))
+                | ((segments.role == 1) & (hashed.seg_stripped < cleaning.min_user_chars))
+            )
+            flagged = np.zeros(len(good), dtype=np.bool_)
+            flagged[segments.line[short]] = True
+            flagged |= ~np.array(segments.ascii, dtype=np.bool_)
+            suspects = np.flatnonzero(flagged).tolist()
+        verdicts: dict[int, Drop] = {}
+        for index in suspects:
+            verdict = check_content(good[index], cleaning)
+            if verdict is not None:
+                verdicts[index] = verdict
+        return verdicts
+
+
+def _suspects(
+    conversations: list[Conversation], max_messages: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]:
+    """The conversations that may fail `check_structure` or have too many messages (found for all at
+    once; `check_structure` then gives the verdict): the others are an optional system message, then
+    user and assistant turns alternating, starting with user and ending with assistant."""
+    count = len(conversations)
+    sizes = np.fromiter(map(len, conversations), dtype=np.int64, count=count)
+    total = int(sizes.sum())
+    codes = np.fromiter(
+        map(ROLE_CODES.__getitem__, [m.role for c in conversations for m in c]),
+        dtype=np.uint8,
+        count=total,
+    )
+    wide = codes.astype(np.int64)
+    line = np.repeat(np.arange(count), sizes)
+    starts = np.cumsum(sizes) - sizes
+    nonempty = sizes > 0
+    first = np.where(nonempty, wide[np.minimum(starts, max(total - 1, 0))] if total else 0, -1)
+    last = np.where(nonempty, wide[np.maximum(starts + sizes - 1, 0)] if total else 0, -1)
+    system = first == 0
+    after = np.arange(total) - starts[line] - system[line]
+    expected = np.where(after < 0, 0, np.where(after % 2 == 0, 1, 2))
+    bad = np.bincount(line[wide != expected], minlength=count) > 0
+    bad |= (last != 2) | (sizes > max_messages)
+    return np.flatnonzero(bad), codes
+
+
+_encoders = threading.local()
+
+
+def _encoder() -> msgspec.json.Encoder:
+    encoder: msgspec.json.Encoder | None = getattr(_encoders, "encoder", None)
+    if encoder is None:
+        encoder = _encoders.encoder = msgspec.json.Encoder()
+    return encoder
 
 
 def encode(conversation: Conversation) -> bytes:
     # Only role and content are written: extra keys vary between lines and would give the datasets
     # loader inconsistent columns.
-    return _encode_record({"messages": conversation}) + b"\n"
+    return _encoder().encode({"messages": conversation}) + b"\n"
+
+
+class _Record(msgspec.Struct, gc=False):
+    messages: Conversation
+
+
+def encode_many(conversations: list[Conversation]) -> list[bytes]:
+    """`encode` of each conversation."""
+    buffer, ends = encode_block(conversations)
+    return [buffer[start:end] for start, end in zip([0, *ends.tolist()], ends.tolist(), strict=False)]
+
+
+def encode_block(conversations: list[Conversation]) -> tuple[bytes, npt.NDArray[np.int64]]:
+    """`encode` of each conversation, as one buffer, and the end of each line in it."""
+    buffer = _encoder().encode_lines([_Record(conversation) for conversation in conversations])
+    ends = np.flatnonzero(np.frombuffer(buffer, dtype=np.uint8) == _NEWLINE) + 1
+    return buffer, ends.astype(np.int64)
 
 
 class _ChatRecord(msgspec.Struct):
@@ -111,80 +405,76 @@ def decode(record: bytes) -> list[dict[str, str]]:
     return _decode_record(record).messages
 
 
-def batches(items: Iterable[Item], *, parallel: bool = False) -> Iterator[list[Item]]:
-    max_lines, max_chars = (2 * BATCH_LINES, PARALLEL_BATCH_CHARS) if parallel else (BATCH_LINES, BATCH_CHARS)
-    batch: list[Item] = []
-    chars = 0
-    for item in items:
-        batch.append(item)
-        chars += len(item) if isinstance(item, str) else 0
-        if len(batch) >= max_lines or chars >= max_chars:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
-
-
 def worker_count(file_bytes: int) -> int:
-    if multiprocessing.parent_process() is not None:
-        # A worker (or a script that `spawn` re-ran without an `if __name__ == "__main__"` guard) never
-        # starts workers of its own.
-        return 0
+    """Threads to check blocks in (`WORKERS_ENV`); 0 means the cleaning thread. `file_bytes` is kept for
+    callers that size the pool by the file."""
     configured = os.environ.get(WORKERS_ENV, "").strip()
-    if configured:
-        return max(int(configured), 0)
-    if file_bytes < PARALLEL_MIN_BYTES:
-        return 0
-    return min(
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-        _MAX_WORKERS,
-    )
+    return max(int(configured), 0) if configured else 0
 
 
 class Runner:
-    """Checks batches in order, in this process or in a pool of worker processes."""
+    """Checks blocks in order, in this thread or in a pool of threads (the compiled kernel, the file's
+    digest and the writes run without Python's global lock, so the threads overlap on other cores)."""
 
     def __init__(self, cleaning: CleaningSpec) -> None:
         self.cleaning = cleaning
-        self._local = BatchChecker(cleaning)
-        self._pool: Pool | None = None
+        self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
         self._workers = 0
 
-    def run(self, batches: Iterable[list[Item]], *, workers: int) -> Iterator[BatchResult]:
+    def run(self, blocks: Iterable[Block | BlockResult], *, workers: int) -> Iterator[BlockResult]:
+        """Blocks in, results out, in order. A `BlockResult` passes through (the reader's own verdict on
+        a line too long to read)."""
         if workers <= 1:
-            return map(self._local.check, batches)
-        return self._parallel(batches, workers)
+            return (item if isinstance(item, BlockResult) else self._check(item) for item in blocks)
+        return self._parallel(blocks, workers)
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def _parallel(self, batches: Iterable[list[Item]], workers: int) -> Iterator[BatchResult]:
+    def _check(self, block: Block) -> BlockResult:
+        checker: BatchChecker | None = getattr(self._local, "checker", None)
+        if checker is None:
+            checker = self._local.checker = BatchChecker(self.cleaning)
+        return checker.check_block(block)
+
+    def _parallel(self, blocks: Iterable[Block | BlockResult], workers: int) -> Iterator[BlockResult]:
         if self._pool is None or self._workers != workers:
             self.close()
-            context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(workers, initializer=_start_worker, initargs=(self.cleaning,))
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ftjob-data")
             self._workers = workers
         pool = self._pool
-        pending: deque[AsyncResult[BatchResult]] = deque()
-        for batch in batches:
-            pending.append(pool.apply_async(_check_in_worker, (batch,)))
+        pending: deque[Future[BlockResult] | BlockResult] = deque()
+        for block in blocks:
+            pending.append(block if isinstance(block, BlockResult) else pool.submit(self._check, block))
             if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
-                yield pending.popleft().get()
+                yield _get(pending.popleft())
         while pending:
-            yield pending.popleft().get()
+            yield _get(pending.popleft())
 
 
-_worker_checker: BatchChecker | None = None
+def _get(item: Future[BlockResult] | BlockResult) -> BlockResult:
+    return item if isinstance(item, BlockResult) else item.result()
 
 
-def _start_worker(cleaning: CleaningSpec) -> None:
-    global _worker_checker
-    _worker_checker = BatchChecker(cleaning)
-
-
-def _check_in_worker(batch: list[Item]) -> BatchResult:
-    assert _worker_checker is not None
-    return _worker_checker.check(batch)
+def too_long(offset: int, number: int, text: str, limit: int) -> BlockResult:
+    """The result for a line the reader found longer than `limit` bytes without reading it whole."""
+    empty = np.zeros(0, dtype=np.int64)
+    return BlockResult(
+        offset=offset,
+        first_number=number,
+        numbers=np.array([number], dtype=np.int64),
+        starts=np.zeros(1, dtype=np.int64),
+        ends=np.zeros(1, dtype=np.int64),
+        blank=0,
+        drops={0: (Drop(DropReason.LINE_TOO_LONG, f"longer than maxLineBytes {limit}"), text)},
+        checked=empty,
+        exact=np.zeros(0, dtype=np.uint64),
+        signatures=None,
+        bands=None,
+        content={},
+        records=b"",
+        record_ends=empty,
+    )

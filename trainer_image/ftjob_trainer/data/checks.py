@@ -52,7 +52,7 @@ class Drop:
     detail: str
 
 
-class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """A chat turn reduced to what training uses; other keys of the input message are not carried."""
 
     role: Role
@@ -65,13 +65,20 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 Conversation: TypeAlias = tuple[Message, ...]
 
 
-class _ChatLine(msgspec.Struct, forbid_unknown_fields=True):
+class _ChatLine(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The one shape nearly every line has: `messages` only, each message `role` and `content` only."""
 
-    messages: list[Message]
+    messages: tuple[Message, ...]
 
 
-_decode_chat_line = msgspec.json.Decoder(_ChatLine).decode
+_chat_line_decoder = msgspec.json.Decoder(_ChatLine)
+_decode_chat_line = _chat_line_decoder.decode
+
+
+def decode_chat_lines(data: bytes) -> list[_ChatLine]:
+    """Lines of the usual shape, decoded at once (msgspec's newline-delimited JSON); the caller makes sure
+    the values are one per line."""
+    return _chat_line_decoder.decode_lines(data)
 
 
 def parse_conversation(text: str, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> Conversation | Drop:

@@ -1,6 +1,7 @@
 """Exact and near-duplicate detection in bounded memory per example, deterministic across processes.
 
-Exact duplicates: an 8-byte hash of the conversation after case-folding and collapsing whitespace.
+Exact duplicates: an 8-byte hash of the conversation after case-folding and collapsing whitespace
+(`exact_key`: the UTF-8 bytes eight at a time through splitmix64's finaliser, then the length).
 
 Near duplicates: MinHash over word 3-shingles of the user and assistant turns, estimated Jaccard
 similarity, and LSH banding to find candidates without comparing every pair.
@@ -14,9 +15,12 @@ similarity, and LSH banding to find candidates without comparing every pair.
 - One-permutation hashing with optimal densification (Shrivastava, ICML 2017) gives 64 MinHash values
   from one hash per shingle.
 - Hashes are arithmetic on 64-bit words (each word's UTF-8 bytes eight at a time, then a polynomial of
-  three word hashes per shingle, splitmix64's finaliser after each step), so that numpy computes them
-  for a whole batch of examples at once (`Signer`); `shingle_hashes` is the same definition in plain
-  Python, one example at a time, and the tests hold the two equal.
+  three word hashes per shingle, splitmix64's finaliser after each step), so that a compiled kernel
+  (`kernels`, numba) computes exact keys, signatures and band keys for a whole batch of examples in one
+  call (`Signer.hash_batch`); `exact_key`, `shingle_hashes` and `minhash` are the same definitions in
+  plain Python, one example at a time, and the tests hold the two equal.
+- The index keeps its keys in open-addressing tables of two numpy arrays (`KeyTable`), not in dicts
+  of Python ints: a third of the memory, and a block's lookups and inserts in one call.
 - Bands are chosen so that any two signatures whose estimated similarity reaches the threshold share
   at least one whole band (pigeonhole), so the index misses no pair the threshold asks for (down to
   a threshold of about 0.77, below which the number of bands is capped to bound memory).
@@ -36,6 +40,7 @@ from typing import Final, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from . import kernels
 from .checks import Conversation
 
 SHINGLE_WORDS: Final = 3
@@ -64,6 +69,7 @@ _LONG_WORD: Final = 64
 _LENGTH_FACTOR: Final = 0xD6E8FEB86659FD93
 _WORD_BASE: Final = 0x9E3779B97F4A7C15
 _BAND_BASE: Final = 0xC2B2AE3D27D4EB4F
+_EXACT_SEED: Final = 0x243F6A8885A308D3
 _BAND_KEY_SHIFT: Final = 4
 """Band keys keep 60 bits: Python holds such an int in 32 bytes, a full 64-bit one in 36."""
 _ROW_BLOCK: Final = 256
@@ -121,8 +127,14 @@ def normalise(text: str) -> str:
 
 
 def exact_key(conversation: Conversation) -> int:
+    """A 64-bit hash of the conversation's roles and normalised contents: their UTF-8 bytes, eight at a
+    time (little-endian, the last chunk zero-padded), each chunk mixed into the state, then the length."""
     canonical = "\x1e".join([message.role + "\x1f" + normalise(message.content) for message in conversation])
-    return int.from_bytes(hashlib.blake2b(canonical.encode(), digest_size=8).digest(), "little")
+    data = canonical.encode()
+    value = _EXACT_SEED
+    for start in range(0, len(data), 8):
+        value = _mix64(value ^ int.from_bytes(data[start : start + 8], "little"))
+    return _mix64(value ^ ((len(data) * _LENGTH_FACTOR) & _MASK64))
 
 
 # --- The definition, one example at a time ------------------------------------------------------------
@@ -199,63 +211,81 @@ def lsh_bands(threshold: float) -> tuple[int, int]:
 
 # --- The same, a batch at a time ------------------------------------------------------------------------
 
-# Bytes that `\w+` keeps in a case-folded word, as UTF-8: ASCII letters, digits and "_", and every byte of
-# a non-ASCII character (those words come from the regex itself, joined by spaces); NUL starts a role marker.
-_WORD_BYTE: Final = np.zeros(256, dtype=np.bool_)
-for _byte in b"0123456789abcdefghijklmnopqrstuvwxyz_\x00":
-    _WORD_BYTE[_byte] = True
-_WORD_BYTE[0x80:] = True
-_CHUNK_MASKS: Final = np.array([(1 << (8 * size)) - 1 for size in range(9)], dtype=np.uint64)
+
+@dataclass(frozen=True, slots=True)
+class BatchHashes:
+    """What `Signer.hash_batch` computes for a batch of conversations."""
+
+    exact: _U64
+    """One exact key per conversation."""
+    signatures: Signatures | None
+    """(conversations, NUM_HASHES); None when near-duplicates are not looked for."""
+    bands: _U64 | None
+    """(conversations, bands) band keys; None with the signatures."""
+    segments: _Segments
+    seg_words: npt.NDArray[np.int64]
+    """Per segment: its words as `str.split` counts them (meaningful for raw segments)."""
+    seg_stripped: npt.NDArray[np.int64]
+    """Per segment: the length of its content without surrounding whitespace (raw segments)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Segments:
+    buffer: bytes
+    start: npt.NDArray[np.int64]
+    end: npt.NDArray[np.int64]
+    line: npt.NDArray[np.int64]
+    flags: npt.NDArray[np.uint8]
+    role: npt.NDArray[np.uint8]
+    ascii: list[bool]
+    """Per conversation: every message is ASCII (so the raw segments cover every message)."""
 
 
 class Signer:
-    """MinHash signatures and band keys of many examples at once, equal to `minhash` one at a time."""
+    """Exact keys, MinHash signatures and band keys of many examples at once (compiled, `kernels`),
+    equal to `exact_key` and `minhash` one at a time."""
 
     def __init__(self, threshold: float) -> None:
         self.bands, self.rows = lsh_bands(threshold)
 
     def fingerprints(self, conversations: Sequence[Conversation], exact: Sequence[int]) -> list[Fingerprint]:
-        signatures = self.signatures(conversations)
-        keys = self.band_keys(signatures).tolist()
+        hashed = self.hash_batch(conversations, near=True)
+        assert hashed.signatures is not None and hashed.bands is not None
         return [
             Fingerprint(conversation, near=True, exact=key, signature=signature, bands=bands)
             for conversation, key, signature, bands in zip(
-                conversations, exact, signatures, keys, strict=True
+                conversations, exact, hashed.signatures, hashed.bands.tolist(), strict=True
             )
         ]
 
     def signatures(self, conversations: Sequence[Conversation]) -> Signatures:
-        count = len(conversations)
-        texts = [_shingle_text(conversation) for conversation in conversations]
-        encoded = [text.encode() for text in texts]
-        buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        starts = np.zeros(count + 1, dtype=np.int64)
-        np.cumsum([len(item) for item in encoded], out=starts[1:])
-        # Words: runs of word bytes.
-        edges = np.diff(_WORD_BYTE[buffer].view(np.int8), prepend=np.int8(0), append=np.int8(0))
-        first = np.flatnonzero(edges == 1)
-        end = np.flatnonzero(edges == -1)
-        words = self._word_hashes(buffer, first, end)
-        owner = np.searchsorted(starts, first, side="right") - 1
-        per_example = np.bincount(owner, minlength=count)
-        # Shingles of three words that lie within one example.
-        if len(words) >= SHINGLE_WORDS:
-            whole = np.flatnonzero(owner[:-2] == owner[2:])
-            value = words[whole] * np.uint64(_WORD_BASE) + words[whole + 1]
-            value = value * np.uint64(_WORD_BASE) + words[whole + 2] + np.uint64(SHINGLE_WORDS)
-            shingles = _mix64_array(value)
-            shingle_owner = owner[whole]
-        else:
-            shingles = np.zeros(0, dtype=np.uint64)
-            shingle_owner = np.zeros(0, dtype=np.int64)
-        mins = np.full(count * NUM_HASHES, _EMPTY, dtype=np.uint64)
-        slots = shingle_owner * NUM_HASHES + (shingles >> np.uint64(64 - _BIN_BITS)).astype(np.int64)
-        np.minimum.at(mins, slots, shingles & np.uint64(_VALUE_MASK))
-        table = mins.reshape(count, NUM_HASHES)
-        # Examples of fewer than three words (two role markers and nothing else, say): one at a time.
-        for index in np.flatnonzero(per_example < SHINGLE_WORDS).tolist():
-            table[index] = minhash(conversations[index])
-        return _densify_rows(table)
+        signatures = self.hash_batch(conversations, near=True).signatures
+        assert signatures is not None
+        return signatures
+
+    def hash_batch(
+        self, conversations: Sequence[Conversation], *, near: bool, roles: npt.NDArray[np.uint8] | None = None
+    ) -> BatchHashes:
+        """`roles`: the role codes of all messages, in order, when the caller has them already."""
+        segments = _segments(conversations, near=near, roles=roles)
+        exact, mins, bands, redo, words, stripped = kernels.hash_batch(
+            segments.buffer,
+            (segments.start, segments.end, segments.line, segments.flags, segments.role),
+            len(conversations),
+            role_markers=_role_markers(),
+            probes=_probe_table(),
+            bands=self.bands,
+            rows=self.rows,
+            near=near,
+        )
+        signatures = None
+        if near:
+            # Words longer than `_LONG_WORD` bytes (hashed with blake2b), or no word at all: by the definition.
+            for index in np.flatnonzero(redo).tolist():
+                mins[index] = minhash(conversations[index])
+                bands[index] = self.band_keys(mins[index : index + 1].astype(np.uint32))[0]
+            signatures = mins.astype(np.uint32)
+        return BatchHashes(exact, signatures, bands if near else None, segments, words, stripped)
 
     def band_keys(self, signatures: Signatures) -> _U64:
         """(examples, bands): each band's rows folded into one 60-bit key."""
@@ -268,45 +298,64 @@ class Signer:
             value = value * np.uint64(_BAND_BASE) + cells[:, :, row]
         return _mix64_array(value) >> np.uint64(_BAND_KEY_SHIFT)
 
-    def _word_hashes(
-        self, buffer: npt.NDArray[np.uint8], first: npt.NDArray[np.intp], end: npt.NDArray[np.intp]
-    ) -> _U64:
-        """`word_hash` of every word, eight bytes at a time for all words still that long."""
-        padded = np.zeros(len(buffer) + 8, dtype=np.uint8)
-        padded[: len(buffer)] = buffer
-        # The eight bytes starting at every position, as one little-endian word (a view: no copy).
-        chunks = np.lib.stride_tricks.as_strided(
-            padded[: len(buffer) + 8].view(np.uint8), shape=(len(buffer) + 1, 8), strides=(1, 1)
+
+def _segments(
+    conversations: Sequence[Conversation], *, near: bool, roles: npt.NDArray[np.uint8] | None = None
+) -> _Segments:
+    """The batch's text for the kernel: ASCII content as written (one raw segment per message), other
+    content prepared here (`normalise` for the exact key, the `\\w+` words for the shingles)."""
+    contents = [message.content for conversation in conversations for message in conversation]
+    total = len(contents)
+    counts = np.fromiter(map(len, conversations), dtype=np.int64, count=len(conversations))
+    line = np.repeat(np.arange(len(conversations), dtype=np.int64), counts)
+    role = (
+        roles
+        if roles is not None
+        else np.fromiter(
+            map(kernels.ROLE_CODES.__getitem__, [m.role for c in conversations for m in c]),
+            dtype=np.uint8,
+            count=total,
         )
-        lengths = end - first
-        value = lengths.astype(np.uint64) * np.uint64(_LENGTH_FACTOR)
-        active = np.flatnonzero(lengths <= _LONG_WORD)
-        offset = 0
-        while len(active):
-            left = lengths[active] - offset
-            words = np.ascontiguousarray(chunks[first[active] + offset]).view("<u8").ravel()
-            value[active] = _mix64_array(value[active] ^ (words & _CHUNK_MASKS[np.minimum(left, 8)]))
-            offset += 8
-            active = active[left > 8]
-        for index in np.flatnonzero(lengths > _LONG_WORD).tolist():
-            data = buffer[first[index] : end[index]].tobytes()
-            value[index] = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
-        return value
+    )
+    is_ascii = np.fromiter(map(str.isascii, contents), dtype=np.bool_, count=total)
+    sizes = np.fromiter(map(len, contents), dtype=np.int64, count=total)
+    raw_exact = kernels.RAW | kernels.EXACT
+    flags = np.where(role > 0, raw_exact | (kernels.SHINGLE if near else 0), raw_exact).astype(np.uint8)
+    others = np.flatnonzero(~is_ascii)
+    clean = np.bincount(line[others], minlength=len(conversations)) == 0
+    extra: list[tuple[int, str, int]] = []
+    for index in others.tolist():
+        folded = contents[index].casefold()
+        contents[index] = " ".join(folded.split())
+        sizes[index] = len(contents[index].encode())
+        flags[index] = kernels.EXACT
+        if near and role[index]:
+            words = " ".join(_WORD.findall(folded))
+            extra.append((index + 1, words, len(words.encode())))
+    if extra:
+        # A second segment right after the message's first: the shingles' words.
+        at = np.array([item[0] for item in extra], dtype=np.int64)
+        for index, words, _size in reversed(extra):
+            contents.insert(index, words)
+        sizes = np.insert(sizes, at, [item[2] for item in extra])
+        line = np.insert(line, at, line[at - 1])
+        role = np.insert(role, at, role[at - 1])
+        flags = np.insert(flags, at, kernels.SHINGLE)
+    ends = np.cumsum(sizes)
+    return _Segments(
+        buffer="".join(contents).encode(),
+        start=ends - sizes,
+        end=ends,
+        line=line,
+        flags=flags,
+        role=role,
+        ascii=clean.tolist(),
+    )
 
 
-def _shingle_text(conversation: Conversation) -> str:
-    """The words of `shingle_tokens`, separated by spaces: ASCII text is only lower-cased (numpy then
-    finds its words); other text goes through the regex."""
-    parts: list[str] = []
-    for message in conversation:
-        if message.role == "system":
-            continue
-        content = message.content
-        if content.isascii() and "\x00" not in content:
-            parts.append(f"\x00{message.role} {content.lower()} ")
-        else:
-            parts.append(f"\x00{message.role} {' '.join(_WORD.findall(content.casefold()))} ")
-    return "".join(parts)
+@functools.cache
+def _role_markers() -> _U64:
+    return np.array([word_hash(f"\x00{role}") for role in kernels.ROLE_CODES], dtype=np.uint64)
 
 
 def _mix64_array(value: _U64) -> _U64:
@@ -314,26 +363,6 @@ def _mix64_array(value: _U64) -> _U64:
     value = (value ^ (value >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     value = (value ^ (value >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return value ^ (value >> np.uint64(31))
-
-
-def _densify_rows(table: _U64) -> Signatures:
-    """`_densify` for every row at once: each empty bin takes the value of the first filled bin among
-    its first `_PROBE_STEP` probes; the rare bin whose probes all missed is done one at a time."""
-    empty = table == _EMPTY
-    if empty.any():
-        if empty.all(axis=1).any():
-            raise ValueError("the MinHash of an empty set is undefined")
-        donors = _probe_table()[:, :_PROBE_STEP]  # (bins, probes)
-        filled = ~empty[:, donors]  # (rows, bins, probes)
-        first = filled.argmax(axis=2)  # the first filled probe of each bin (0 when none is)
-        chosen = donors[np.arange(NUM_HASHES)[None, :], first].astype(np.intp)  # (rows, bins)
-        result = np.where(empty, np.take_along_axis(table, chosen, axis=1), table)
-        missed = np.argwhere(empty & ~filled.any(axis=2))
-        for row, slot in missed.tolist():
-            values = table[row].tolist()
-            result[row, slot] = values[_donor(slot, values)]
-        table = result
-    return table.astype(np.uint32)
 
 
 @functools.cache
@@ -344,24 +373,84 @@ def _probe_table() -> npt.NDArray[np.uint8]:
 # --- The index ----------------------------------------------------------------------------------------
 
 
+class KeyTable:
+    """64-bit keys to 32-bit values (line numbers, ordinals), in two numpy arrays (`kernels`): 12 bytes
+    a slot, at most 70% of the slots filled. A Python dict of ints takes about 100 bytes an entry."""
+
+    __slots__ = ("count", "keys", "values")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.keys = np.zeros(capacity, dtype=np.uint64)
+        self.values = np.full(capacity, kernels.TABLE_EMPTY, dtype=np.uint32)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+    def get(self, key: int) -> int | None:
+        value = int(self.lookup(np.array([key], dtype=np.uint64))[0])
+        return None if value < 0 else value
+
+    def lookup(self, keys: _U64) -> npt.NDArray[np.int64]:
+        """Per key: its value, or -1."""
+        if not self.count:
+            return np.full(len(keys), -1, dtype=np.int64)
+        return kernels.table_lookup(self.keys, self.values, keys)  # type: ignore[no-any-return]
+
+    def setdefault(self, keys: _U64, values: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+        """`dict.setdefault` for each key in order: the value it had, or -1 where it was inserted."""
+        self._reserve(len(keys))
+        previous, inserted = kernels.table_setdefault(self.keys, self.values, keys, values)
+        self.count += inserted
+        return previous  # type: ignore[no-any-return]
+
+    def _reserve(self, extra: int) -> None:
+        capacity = len(self.keys)
+        while (self.count + extra) * 10 > capacity * 7:
+            capacity *= 2
+        if capacity == len(self.keys):
+            return
+        filled = self.values != kernels.TABLE_EMPTY
+        keys, values = self.keys[filled], self.values[filled]
+        self.keys = np.zeros(capacity, dtype=np.uint64)
+        self.values = np.full(capacity, kernels.TABLE_EMPTY, dtype=np.uint32)
+        kernels.table_setdefault(self.keys, self.values, keys, values)
+
+
 class DedupIndex:
     """The examples kept so far: exact keys and, when near-duplicates are looked for, signatures.
 
-    Memory per kept example: the exact key's dict entry, 256 bytes of signature (in blocks of
-    `_ROW_BLOCK` rows) and one bucket entry per band (7 at the default threshold): 570 to 760 bytes
-    in all (dicts are between fill levels), as `bench/data_gate.py` measures it."""
+    Memory per kept example: the exact key's slot and one bucket slot per band (7 at the default
+    threshold) in two `KeyTable`s (12 bytes a slot, 1.4 to 2.9 slots per key), 256 bytes of signature
+    (in blocks of `_ROW_BLOCK` rows) and its line number: 390 to 540 bytes in all, as
+    `bench/data_gate.py` measures it. A bucket's first member is in the table, the others (rare) in a
+    dict."""
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self.signer = Signer(threshold)
         self.bands, self.rows = self.signer.bands, self.signer.rows
-        self._exact: dict[int, int] = {}
+        self._exact = KeyTable()
         self._blocks: list[Signatures] = []
         self._lines = array("I")
-        self._buckets: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
+        self._buckets = KeyTable()
+        """Every band's buckets: a band key (60 bits) with the band's number in its top 4 bits."""
+        self._more: dict[int, list[int]] = {}
+        """The members of a bucket after its first."""
+        self._band_bits = np.arange(self.bands, dtype=np.uint64) << np.uint64(60)
 
     def __len__(self) -> int:
         return len(self._lines)
+
+    @property
+    def nbytes(self) -> int:
+        """The arrays' bytes (the dicts of larger buckets not included)."""
+        tables = self._exact.nbytes + self._buckets.nbytes
+        return tables + sum(block.nbytes for block in self._blocks) + len(self._lines) * self._lines.itemsize
 
     def find_exact(self, print_: Fingerprint) -> Match | None:
         line = self._exact.get(print_.exact)
@@ -376,15 +465,18 @@ class DedupIndex:
         if not candidates:
             return None
         best: Match | None = None
-        for ordinal in sorted(candidates):
+        for ordinal in candidates:
             block = self._blocks[ordinal // _ROW_BLOCK]
             score = int(np.count_nonzero(block[ordinal % _ROW_BLOCK] == signature)) / NUM_HASHES
-            if score >= self.threshold and (best is None or score > best.similarity):
-                best = Match(self._lines[ordinal], score)
+            line = self._lines[ordinal]
+            if score >= self.threshold and (
+                best is None or score > best.similarity or (score == best.similarity and line < best.line)
+            ):
+                best = Match(line, score)
         return best
 
     def add(self, print_: Fingerprint, line: int) -> None:
-        self._exact.setdefault(print_.exact, line)
+        self._exact.setdefault(np.array([print_.exact], dtype=np.uint64), np.array([line], dtype=np.uint32))
         signature = print_.signature
         if signature is None:
             return
@@ -393,14 +485,53 @@ class DedupIndex:
         if ordinal % _ROW_BLOCK == 0:
             self._blocks.append(np.empty((_ROW_BLOCK, NUM_HASHES), dtype=np.uint32))
         self._blocks[-1][ordinal % _ROW_BLOCK] = signature
-        for buckets, key in zip(self._buckets, self._bands_of(print_), strict=True):
-            members = buckets.get(key)
-            if members is None:
-                buckets[key] = ordinal
-            elif isinstance(members, int):
-                buckets[key] = [members, ordinal]
-            elif len(members) < MAX_BUCKET:
-                members.append(ordinal)
+        keys = self._tagged(np.array(self._bands_of(print_), dtype=np.uint64))
+        members = np.full(len(keys), ordinal, dtype=np.uint32)
+        for key, first in zip(keys.tolist(), self._buckets.setdefault(keys, members).tolist(), strict=True):
+            if first >= 0:
+                others = self._more.setdefault(key, [])
+                if 1 + len(others) < MAX_BUCKET:
+                    others.append(ordinal)
+
+    def add_many(
+        self,
+        exact: _U64,
+        lines: list[int],
+        signatures: Signatures | None,
+        bands: _U64 | None,
+    ) -> None:
+        """`add` for examples that share no exact key and no band key with each other, with the index, or
+        with any example added later until the next `known` (the caller checked): then the verdicts are
+        the same as when they are added one by one, in order (a candidate's rank is its line, not when
+        it joined)."""
+        self._exact.setdefault(exact, np.array(lines, dtype=np.uint32))
+        if signatures is None or bands is None:
+            return
+        first, count = len(self._lines), len(lines)
+        self._lines.extend(lines)
+        done = 0
+        while done < count:
+            ordinal = first + done
+            if ordinal % _ROW_BLOCK == 0:
+                self._blocks.append(np.empty((_ROW_BLOCK, NUM_HASHES), dtype=np.uint32))
+            row = ordinal % _ROW_BLOCK
+            take = min(_ROW_BLOCK - row, count - done)
+            self._blocks[-1][row : row + take] = signatures[done : done + take]
+            done += take
+        ordinals = np.repeat(np.arange(first, first + count, dtype=np.uint32), self.bands)
+        self._buckets.setdefault(self._tagged(bands).ravel(), ordinals)
+
+    def known(self, exact: _U64, bands: _U64 | None) -> npt.NDArray[np.bool_]:
+        """Per example: whether its exact key or any of its band keys is already in the index."""
+        found = self._exact.lookup(exact) >= 0
+        if bands is not None and self._lines:
+            hits = self._buckets.lookup(self._tagged(bands).ravel()) >= 0
+            found |= hits.reshape(len(exact), self.bands).any(axis=1)
+        return found
+
+    def _tagged(self, bands: _U64) -> _U64:
+        """Band keys (the last axis: bands) with each band's number in the top bits."""
+        return bands | self._band_bits
 
     def _bands_of(self, print_: Fingerprint) -> list[int]:
         if print_.bands is None:
@@ -411,14 +542,11 @@ class DedupIndex:
 
     def _candidates(self, keys: list[int]) -> set[int]:
         found: set[int] = set()
-        for buckets, key in zip(self._buckets, keys, strict=True):
-            members = buckets.get(key)
-            if members is None:
-                continue
-            if isinstance(members, int):
-                found.add(members)
-            else:
-                found.update(members)
+        tagged = self._tagged(np.array(keys, dtype=np.uint64))
+        for key, first in zip(tagged.tolist(), self._buckets.lookup(tagged).tolist(), strict=True):
+            if first >= 0:
+                found.add(first)
+                found.update(self._more.get(key, ()))
         return found
 
 

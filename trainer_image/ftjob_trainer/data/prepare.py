@@ -1,17 +1,19 @@
 """The one entry point: check, deduplicate, split and measure the training data before any GPU time.
 
 Memory stays bounded by the number of kept examples (an exact key, a signature and a token length
-each), never by the size of the files: lines are streamed in and kept examples streamed out.
+each), never by the size of the files: blocks of lines are streamed in and kept examples streamed out.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from ftjob.api.data import DataSpec
 
@@ -19,8 +21,8 @@ from ..errors import DataInvalid
 from . import batch
 from .checks import Drop, DropReason
 from .dedup import DedupIndex, Fingerprint, Match
-from .reader import JsonlReader, Line
-from .report import DataReport, DropTally, InputReport, InputRole, token_stats
+from .reader import BOM, JsonlReader, TooLong, decode_line, read_range
+from .report import EXCERPT_CHARS, DataReport, DropTally, InputReport, InputRole, token_stats
 from .split import split_file
 
 TokenCounter = Callable[[list[dict[str, str]]], int]
@@ -174,6 +176,7 @@ def _run(cleaner: _Cleaner, outputs: _Outputs, *, seed: int, max_seq_length: int
             fraction=spec.effective_validation_split,
             seed=seed,
             lengths=train.lengths,
+            block_bytes=batch.BLOCK_BYTES,
         )
         outputs.kept.unlink()
         counts, lengths = (split.train, split.validation), (split.train_lengths, split.validation_lengths)
@@ -212,45 +215,25 @@ class _Cleaner:
         self._current: _Progress | None = None
 
     def clean(self, path: Path, role: InputRole, out: Path, *, reference: DedupIndex | None) -> _Cleaned:
-        progress = self._current = _Progress(JsonlReader(path, max_line_bytes=self.max_line_bytes), role)
+        reader = JsonlReader(path, max_line_bytes=self.max_line_bytes)
+        progress = self._current = _Progress(reader, role)
         own = self.train_index if role == "train" else DedupIndex(self.spec.cleaning.near_duplicate_threshold)
         lengths: array[int] = array("I")
-        near = self.spec.cleaning.drop_near_duplicates
-        # Lines travel in batches: parsing and hashing do not depend on earlier lines, and run for a
-        # whole batch at once (in worker processes for large files). Deduplication does, so the verdicts
-        # are then taken here, line by line, in file order.
-        lines: deque[Line] = deque()
-        items = (self._item(line, lines) for line in progress.reader)
+        # The file travels in blocks of whole lines: parsing and hashing do not depend on earlier lines,
+        # and run for a whole block at once (in worker processes for large files). Deduplication does,
+        # so the verdicts are then taken here, in file order.
+        blocks = (
+            batch.too_long(item.offset, item.number, item.text, self.max_line_bytes)
+            if isinstance(item, TooLong)
+            else item
+            for item in reader.blocks(batch.BLOCK_BYTES)
+        )
         workers = batch.worker_count(path.stat().st_size)
-        results = self.runner.run(batch.batches(items, parallel=workers > 1), workers=workers)
-        # With workers, a large buffer: each flush releases the GIL, which the pool's threads then hold
-        # for a while.
-        with out.open("wb", buffering=_WRITE_BUFFER if workers > 1 else -1) as sink:
-            for result in results:
-                signatures = iter(result.signatures if result.signatures is not None else ())
-                bands = iter(result.bands or ())
-                for checked in result.items:
-                    line = lines.popleft()
-                    progress.lines_done += 1
-                    if isinstance(checked, Drop):
-                        progress.tally.record(line.number, line.text, checked)
-                        continue
-                    print_ = Fingerprint(
-                        None,
-                        near=near,
-                        exact=checked.exact,
-                        signature=next(signatures) if near else None,
-                        bands=next(bands) if near else None,
-                    )
-                    drop = self._verdict(checked, print_, own, reference)
-                    if drop is not None:
-                        progress.tally.record(line.number, line.text, drop)
-                        continue
-                    if self.count_tokens is not None:
-                        lengths.append(_count(self.count_tokens, role, line.number, checked.record))
-                    own.add(print_, line.number)
-                    sink.write(checked.record)
-                    progress.kept += 1
+        taker = _Taker(self, progress, own, reference, lengths)
+        with out.open("wb", buffering=_WRITE_BUFFER) as sink:
+            for result in self.runner.run(blocks, workers=workers):
+                reader.count(len(result.numbers), result.blank)
+                taker.take(result, sink)
         self._current = None
         report = progress.report()
         self._done.append(report)
@@ -275,23 +258,142 @@ class _Cleaner:
             error=error,
         )
 
-    def _item(self, line: Line, lines: deque[Line]) -> batch.Item:
-        lines.append(line)
-        if line.too_long:
-            return Drop(DropReason.LINE_TOO_LONG, f"longer than maxLineBytes {self.max_line_bytes}")
-        if line.problem is not None:
-            return Drop(DropReason.INVALID_JSON, line.problem)
-        return line.text
-
-    def _verdict(
-        self, checked: batch.Checked, print_: Fingerprint, own: DedupIndex, reference: DedupIndex | None
+    def verdict(
+        self, content: Drop | None, print_: Fingerprint, own: DedupIndex, reference: DedupIndex | None
     ) -> Drop | None:
         cleaning = self.spec.cleaning
         return (
             _duplicate_of(own, print_, exact=cleaning.drop_duplicates, near=cleaning.drop_near_duplicates)
-            or checked.content
+            or content
             or (_overlap_with(reference, print_) if reference is not None else None)
         )
+
+
+class _Taker:
+    """Takes the verdicts of one file's blocks, in file order, and writes the kept lines.
+
+    Most lines share no exact key and no band key with any line kept before or with any other line of
+    their block: nothing can match them, so they are kept and indexed all at once. The others (and all
+    lines when tokens are counted) go one by one, in order, through the same verdicts."""
+
+    def __init__(
+        self,
+        cleaner: _Cleaner,
+        progress: _Progress,
+        own: DedupIndex,
+        reference: DedupIndex | None,
+        lengths: array[int],
+    ) -> None:
+        self.cleaner = cleaner
+        self.progress = progress
+        self.own = own
+        self.reference = reference
+        self.lengths = lengths
+        self.near = cleaner.spec.cleaning.drop_near_duplicates
+
+    def take(self, result: batch.BlockResult, sink: BinaryIO) -> None:
+        progress = self.progress
+        base = progress.lines_done
+        numbers = result.numbers.tolist()
+        checked = result.checked
+        exact, signatures = result.exact, result.signatures
+        bands = result.bands if self.near else None
+        one_by_one = self._one_by_one(result, bands)
+        ends = result.record_ends
+        records = memoryview(result.records)
+        events = sorted([*result.drops, *checked[np.flatnonzero(one_by_one)].tolist()])
+        positions = np.searchsorted(checked, events).tolist() if events else []
+        # Simple lines are indexed all at once at the end of the block: nothing in the block can match
+        # them, so the one-by-one verdicts do not depend on when they join the index.
+        simple = ~one_by_one
+        pieces: list[memoryview | bytes] = []
+        done = 0  # checked lines written so far
+
+        def write_simple(upto: int) -> None:
+            nonlocal done
+            if upto > done:
+                pieces.append(records[(ends[done - 1] if done else 0) : ends[upto - 1]])
+                done = upto
+
+        for index, position in zip(events, positions, strict=True):
+            write_simple(position)
+            progress.lines_done = base + index
+            number = numbers[index]
+            dropped = result.drops.get(index)
+            if dropped is not None:
+                progress.tally.record(number, dropped[1], dropped[0])
+                continue
+            print_ = Fingerprint(
+                None,
+                near=self.near,
+                exact=int(exact[position]),
+                signature=signatures[position] if self.near and signatures is not None else None,
+                bands=bands[position].tolist() if bands is not None else None,
+            )
+            drop = self.cleaner.verdict(result.content.get(position), print_, self.own, self.reference)
+            done = position + 1
+            if drop is not None:
+                text = self._text(result, index) if progress.tally.wants_sample(drop.reason) else ""
+                progress.tally.record(number, text, drop)
+                continue
+            record = bytes(records[(ends[position - 1] if position else 0) : ends[position]])
+            if self.cleaner.count_tokens is not None:
+                progress.lines_done = base + index + 1
+                self.lengths.append(_count(self.cleaner.count_tokens, progress.role, number, record))
+            self.own.add(print_, number)
+            pieces.append(record)
+            progress.kept += 1
+        write_simple(len(checked))
+        sink.writelines(pieces)
+        if simple.any():
+            which = np.flatnonzero(simple)
+            self.own.add_many(
+                exact[which],
+                result.numbers[checked[which]].tolist(),
+                signatures[which] if self.near and signatures is not None else None,
+                bands[which] if bands is not None else None,
+            )
+            progress.kept += len(which)
+        progress.lines_done = base + len(numbers)
+
+    def _one_by_one(
+        self, result: batch.BlockResult, bands: npt.NDArray[np.uint64] | None
+    ) -> npt.NDArray[np.bool_]:
+        """Per checked line: whether it must go one by one."""
+        exact = result.exact
+        if self.cleaner.count_tokens is not None:
+            return np.ones(len(exact), dtype=np.bool_)
+        found = self.own.known(exact, bands) | _repeated(exact)
+        if bands is not None:
+            for column in bands.T:
+                found |= _repeated(column)
+        if self.reference is not None:
+            found |= self.reference.known(exact, bands)
+        if result.content:
+            found[list(result.content)] = True
+        return found
+
+    def _text(self, result: batch.BlockResult, index: int) -> str:
+        """The start of a line, read again from the file (only for the report's samples)."""
+        start, end = int(result.starts[index]), int(result.ends[index])
+        length = min(end - start, 4 * EXCERPT_CHARS + 8)
+        raw = read_range(str(self.progress.reader.path), result.offset + start, length)
+        if int(result.numbers[index]) == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        return decode_line(raw)
+
+
+def _repeated(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """Per value: whether it occurs more than once."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    same = ordered[1:] == ordered[:-1]
+    flags = np.zeros(len(values), dtype=np.bool_)
+    flags[1:] |= same
+    flags[:-1] |= same
+    result = np.empty(len(values), dtype=np.bool_)
+    result[order] = flags
+    return result
 
 
 def _count(count_tokens: TokenCounter, role: InputRole, line: int, record: bytes) -> int:

@@ -1,4 +1,5 @@
-"""Streaming JSONL reading: one line in memory at a time, the file's sha256 computed on the way."""
+"""Streaming JSONL reading: one line (or one block of whole lines) in memory at a time, the file's sha256
+computed on the way."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ MAX_LINE_BYTES = MAX_LINE_BYTES_CEILING
 """A longer line is reported instead of read: a file without newlines must not be able to make the
 trainer load it whole. The spec's `cleaning.maxLineBytes` usually sets a lower limit."""
 
-_BOM = b"\xef\xbb\xbf"
-_EXCERPT_BYTES = 1024
+BOM = b"\xef\xbb\xbf"
+EXCERPT_BYTES = 1024
+"""Of a line too long to read, this much is kept for the report."""
+_BOM = BOM
+_EXCERPT_BYTES = EXCERPT_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,39 @@ class Line:
     problem: str | None = None
     too_long: bool = False
     """The line exceeded the reader's limit (then `problem` says so, and `text` is its start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Whole lines of a file: `data`, which starts `offset` bytes into it with line `first_number`."""
+
+    path: str
+    offset: int
+    length: int
+    first_number: int
+    data: bytes
+
+
+def read_range(path: str, offset: int, length: int) -> bytes:
+    """Bytes of a file (the report's excerpts of lines dropped after their block was let go)."""
+    with open(path, "rb") as stream:
+        stream.seek(offset)
+        return stream.read(length)
+
+
+def decode_line(raw: bytes) -> str:
+    """A line's text as the reader gives it (for the report's excerpts)."""
+    return raw.rstrip(b"\r\n").decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class TooLong:
+    """A line longer than the reader's limit, found by `JsonlReader.blocks`."""
+
+    offset: int
+    number: int
+    text: str
+    """The start of the line (`EXCERPT_BYTES`, undecodable bytes replaced)."""
 
 
 class JsonlReader:
@@ -66,6 +103,61 @@ class JsonlReader:
                 self.lines += 1
                 yield line
         self._done = True
+
+    def blocks(self, size: int) -> Iterator[Block | TooLong]:
+        """The file as blocks of whole lines of about `size` bytes, in order; a line longer than
+        `max_line_bytes` that no block can hold comes as `TooLong` (its start only) between them. The
+        counters `lines` and `blank_lines` are the caller's to fill in (`count`); the size and the digest
+        are known at the end."""
+        if self._done:
+            raise RuntimeError(f"{self.path}: a JsonlReader reads its file once")
+        limit = self.max_line_bytes
+        number = 1
+        offset = 0
+        path = str(self.path)
+        with self.path.open("rb", buffering=0) as stream:
+            carry = b""
+            while True:
+                data = stream.read(size)
+                self._digest.update(data)
+                self.size_bytes += len(data)
+                if not data:
+                    if carry:
+                        yield Block(path, offset, len(carry), number, carry)
+                    break
+                buffer = carry + data if carry else data
+                cut = buffer.rfind(b"\n") + 1
+                if cut:
+                    yield Block(path, offset, cut, number, buffer[:cut])
+                    number += buffer.count(b"\n", 0, cut)
+                    offset += cut
+                    carry = buffer[cut:]
+                else:
+                    carry = buffer
+                if len(carry) > limit:
+                    # A line longer than the limit: its start for the report, the rest skipped.
+                    head = carry[:limit]
+                    if number == 1 and head.startswith(BOM):
+                        head = head[len(BOM) :]
+                    yield TooLong(offset, number, head[:EXCERPT_BYTES].decode("utf-8", "replace"))
+                    offset += len(carry)
+                    while (end := carry.find(b"\n")) < 0:
+                        carry = stream.read(size)
+                        self._digest.update(carry)
+                        self.size_bytes += len(carry)
+                        if not carry:
+                            break
+                        offset += len(carry)
+                    number += 1
+                    if end >= 0:
+                        offset -= len(carry) - end - 1
+                        carry = carry[end + 1 :]
+        self._done = True
+
+    def count(self, lines: int, blank: int) -> None:
+        """Lines of a block, as the caller of `blocks` found them."""
+        self.lines += lines
+        self.blank_lines += blank
 
     def _physical_lines(self, stream: BinaryIO) -> Iterator[tuple[bytes, bool]]:
         """Yield (line without its newline, whether it was read whole)."""

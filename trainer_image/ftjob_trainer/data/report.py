@@ -147,6 +147,11 @@ class DropTally:
         if len(summary.samples) < SAMPLES_PER_REASON:
             summary.samples.append(DropSample(line=line, excerpt=excerpt(text), detail=drop.detail))
 
+    def wants_sample(self, reason: DropReason) -> bool:
+        """Whether the next drop for `reason` becomes a sample (and so needs the line's text)."""
+        summary = self._summaries.get(reason)
+        return summary is None or len(summary.samples) < SAMPLES_PER_REASON
+
     def summaries(self) -> dict[DropReason, DropSummary]:
         return {reason: self._summaries[reason] for reason in DropReason if reason in self._summaries}
 

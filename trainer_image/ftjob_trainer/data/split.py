@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from array import array
@@ -50,19 +51,40 @@ def split_file(
     fraction: float,
     seed: int,
     lengths: array[int],
+    block_bytes: int = 1024 * 1024,
 ) -> SplitResult:
-    """Route each line of `source` (and its token length, when lengths were counted) to one side."""
+    """Route each line of `source` (and its token length, when lengths were counted) to one side, a block
+    of lines at a time."""
     sides: tuple[array[int], array[int]] = (array("I"), array("I"))
     counts = [0, 0]
     flags = validation_flags(usable, fraction, seed)
+    index = 0
     with (
-        source.open(encoding="utf-8") as lines,
-        train_path.open("w", encoding="utf-8") as train,
-        validation_path.open("w", encoding="utf-8") as validation,
+        source.open("rb") as stream,
+        train_path.open("wb") as train,
+        validation_path.open("wb") as validation,
     ):
-        for index, (line, to_validation) in enumerate(zip(lines, flags, strict=True)):
-            (validation if to_validation else train).write(line)
-            counts[to_validation] += 1
-            if lengths:
-                sides[to_validation].append(lengths[index])
+        outputs = (train, validation)
+        carry = b""
+        while True:
+            chunk = stream.read(block_bytes)
+            buffer = carry + chunk
+            cut = buffer.rfind(b"\n") + 1 if chunk else len(buffer)
+            lines, carry = buffer[:cut].splitlines(keepends=True), buffer[cut:]
+            chosen = list(itertools.islice(flags, len(lines)))
+            if len(chosen) != len(lines):
+                raise ValueError(f"{source}: more lines than the {usable} expected")
+            for side in (0, 1):
+                picked = [line for line, flag in zip(lines, chosen, strict=True) if flag == side]
+                outputs[side].write(b"".join(picked))
+                counts[side] += len(picked)
+                if lengths:
+                    sides[side].extend(
+                        lengths[index + offset] for offset, flag in enumerate(chosen) if flag == side
+                    )
+            index += len(lines)
+            if not chunk:
+                break
+    if index != usable:
+        raise ValueError(f"{source}: {index} lines, {usable} expected")
     return SplitResult(counts[0], counts[1], sides[0], sides[1])
