@@ -8,7 +8,7 @@ The real Job controller (kube-controller-manager) creates the pods, counts their
   `secretKeyRef`/`configMapKeyRef` read from the real Secrets and ConfigMaps through the API (a missing
   one leaves the pod waiting with `CreateContainerConfigError`, as the kubelet does), `fieldRef` for the
   pod's own metadata; volume mount paths and the `terminationMessagePath` map to folders of a run
-  directory per pod (the same mapping as `ftjob local`: `ftjob.local_run.resolve_env`);
+  directory per pod (the same mapping as `ftjob local`: `ftjob_cli.local_run.resolve_env`);
 - serves the process's output as the container log (`TestKubelet.set_log`), so `pods/log` through the API
   server reads it;
 - writes the pod status as the kubelet does (`pods/status`): Running, then Terminated with the exit code,
@@ -16,7 +16,10 @@ The real Job controller (kube-controller-manager) creates the pods, counts their
   (`FallbackToLogsOnError`: the log's tail when the file is empty and the container failed);
 - stops a pod that gets a `deletionTimestamp` (a suspended or deleted Job, an active deadline): SIGTERM,
   SIGKILL after the grace period, the terminated status, then the final delete with
-  `gracePeriodSeconds=0`.
+  `gracePeriodSeconds=0`;
+- gives a pod with `spec.subdomain` (a headless Service's pod: an Indexed Job's worker) its own hostname,
+  loopback address and /etc/hosts in namespaces of its own, so its peers resolve as through the cluster
+  DNS (tests/support/kubelet_network.py).
 
 Not modelled: init containers, more than one container, restarts (`restartPolicy: Never` only), probes,
 `$(VAR)` expansion in the command, resource limits.
@@ -27,18 +30,20 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from ftjob.local_run import LocalRunError, resolve_env
+from ftjob_cli.local_run import LocalRunError, resolve_env
 from tests.support import kube_actors as actors
+from tests.support import kubelet_network as network
 from tests.support.kube_client import CORE, ApiError, JsonDict, KubeClient, path
 from tests.support.kubelet import TestKubelet
 
@@ -65,6 +70,12 @@ class Attempt:
     process: subprocess.Popen[bytes]
     log_file: IO[bytes]
     started_at: str
+    index: int | None = None
+    """The completion index of an Indexed Job's pod."""
+    labels: dict[str, str] = field(default_factory=dict)
+    peer: network.Peer | None = None
+    """A pod in namespaces of its own: its hostname and address as its peers resolve them."""
+    hosts_text: str = ""
     exit_code: int | None = None
     reason: str | None = None
     """Set by a test (e.g. OOMKilled) for the terminated status."""
@@ -80,12 +91,22 @@ class Attempt:
     def termination_log(self) -> Path:
         return self.run_dir / "termination-log"
 
+    @property
+    def hosts_path(self) -> Path:
+        return self.run_dir / network.HOSTS_FILE
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM to the container's process (inside its namespaces, the first one there)."""
+        pid = network.namespace_init_pid(self.process.pid) if self.peer is not None else None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid or self.process.pid, signal.SIGTERM)
 
 
 def _owner_job(pod: JsonDict) -> str | None:
@@ -94,6 +115,11 @@ def _owner_job(pod: JsonDict) -> str | None:
             return str(ref["name"])
     labels = pod["metadata"].get("labels") or {}
     return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+def _completion_index(pod: JsonDict) -> int | None:
+    value = (pod["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+    return int(value) if value is not None else None
 
 
 def _is_terminal(pod: JsonDict) -> bool:
@@ -124,6 +150,7 @@ class PodRunner:
         run_root: Path,
         *,
         local_env: dict[str, str],
+        image_env: dict[str, str] | None = None,
         interval: float = 0.2,
     ) -> None:
         self.api = api
@@ -131,7 +158,10 @@ class PodRunner:
         self.namespace = namespace
         self.run_root = run_root
         self.local_env = local_env
+        self.image_env = dict(image_env or {})
+        """The image's own environment (its ENV lines): under the pod's, and not filtered as the node's is."""
         self.interval = interval
+        self._addresses = network.Addresses()
         self.attempts: dict[str, Attempt] = {}  # by pod uid, in start order
         self.errors: list[str] = []
         self._config_errors: dict[str, str] = {}
@@ -156,41 +186,43 @@ class PodRunner:
                 attempt.log_file.close()
 
     # -- what tests ask -------------------------------------------------------------------------------------
-    def attempts_of(self, job: str) -> list[Attempt]:
-        """The pods of `job` the runner started, oldest first."""
+    def attempts_of(self, job: str, index: int | None = None) -> list[Attempt]:
+        """The pods of `job` (of one completion index of an Indexed Job) the runner started, oldest first."""
         with self._lock:
-            return [a for a in self.attempts.values() if a.job == job]
+            return [a for a in self.attempts.values() if a.job == job and index in (None, a.index)]
 
-    def running(self, job: str) -> Attempt | None:
-        found = [a for a in self.attempts_of(job) if a.alive]
+    def running(self, job: str, index: int | None = None) -> Attempt | None:
+        found = [a for a in self.attempts_of(job, index) if a.alive]
         return found[-1] if found else None
 
-    def kill_pod(self, job: str, reason: str | None = None) -> Attempt:
+    def kill_pod(self, job: str, reason: str | None = None, index: int | None = None) -> Attempt:
         """SIGKILL the job's running container (every process of it), like an OOM kill or a lost node;
         `reason="OOMKilled"` makes the terminated status say so."""
         with self._lock:
-            attempt = self.running(job)
-            assert attempt is not None, f"{job} has no running pod"
+            attempt = self.running(job, index)
+            assert attempt is not None, f"{job} has no running pod" + (
+                f" of index {index}" if index is not None else ""
+            )
             attempt.reason = reason
             _kill_group(attempt.process)
             return attempt
 
-    def pod_log(self, job: str, attempt: int = -1) -> str:
+    def pod_log(self, job: str, attempt: int = -1, index: int | None = None) -> str:
         """The output of one attempt of the job's container (default: the latest)."""
-        attempts = self.attempts_of(job)
+        attempts = self.attempts_of(job, index)
         assert attempts, f"no pod of {job} was started"
         return attempts[attempt].output()
 
-    def wait_for_log(self, job: str, text: str, timeout: float = 300) -> Attempt:
+    def wait_for_log(self, job: str, text: str, timeout: float = 300, index: int | None = None) -> Attempt:
         """Wait until `text` appears in the output of the job's latest attempt; returns that attempt."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check()
-            attempts = self.attempts_of(job)
+            attempts = self.attempts_of(job, index)
             if attempts and text in attempts[-1].output():
                 return attempts[-1]
             time.sleep(0.2)
-        tail = self.pod_log(job)[-3000:] if self.attempts_of(job) else "(no pod started)"
+        tail = self.pod_log(job, index=index)[-3000:] if self.attempts_of(job, index) else "(no pod started)"
         raise AssertionError(f"{text!r} never appeared in the log of {job}:\n{tail}")
 
     def check(self) -> None:
@@ -220,6 +252,7 @@ class PodRunner:
                 # Force-deleted from the API: the kubelet kills what no longer exists.
                 _kill_group(attempt.process)
                 attempt.finalized = True
+        self._publish_hosts()
 
     def _step(self, pod: JsonDict) -> None:
         node = pod["spec"].get("nodeName")
@@ -277,7 +310,7 @@ class PodRunner:
                 if grace is None:
                     grace = pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
                 attempt.term_deadline = time.monotonic() + float(grace)
-                attempt.process.send_signal(signal.SIGTERM)
+                attempt.terminate()
             elif time.monotonic() >= attempt.term_deadline:
                 _kill_group(attempt.process)
                 attempt.process.wait(10)
@@ -324,6 +357,7 @@ class PodRunner:
             )
         except LocalRunError as err:
             raise ContainerConfigError(str(err)) from err
+        env = {**self.image_env, **env}
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         for folder in mounts.values():
             folder.mkdir(parents=True, exist_ok=True)
@@ -331,9 +365,15 @@ class PodRunner:
         executable = shutil.which(command[0], path=env["PATH"])
         if executable is None:
             raise ContainerConfigError(f'exec: "{command[0]}": executable file not found in $PATH')
+        argv = [executable, *command[1:]]
+        peer, hosts_text = (
+            self._sandbox(pod, run_dir / network.HOSTS_FILE) if network.is_networked(pod) else (None, "")
+        )
+        if peer is not None:
+            argv = network.wrap(argv, run_dir / network.HOSTS_FILE, peer.hostname)
         log_file = (run_dir / "stdout.log").open("wb")
         process = subprocess.Popen(
-            [executable, *command[1:]],
+            argv,
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -350,7 +390,59 @@ class PodRunner:
             process=process,
             log_file=log_file,
             started_at=actors.now(),
+            index=_completion_index(pod),
+            labels=dict(meta.get("labels") or {}),
+            peer=peer,
+            hosts_text=hosts_text,
         )
+
+    # -- pod networking (pods of a headless Service) --------------------------------------------------------
+    def _sandbox(self, pod: JsonDict, hosts_path: Path) -> tuple[network.Peer, str]:
+        """The pod's address and its hosts file (written before its container starts, and returned)."""
+        why = network.unavailable_reason()
+        if why is not None:
+            # Not a container config error: the test needs a runner that can do this, and fails loudly.
+            raise RuntimeError(f"pod {pod['metadata']['name']} needs a namespace of its own: {why}")
+        meta = pod["metadata"]
+        peer = network.Peer(
+            address=self._addresses.of(meta["uid"]),
+            hostname=network.hostname_of(pod),
+            subdomain=str(pod["spec"]["subdomain"]),
+            namespace=meta["namespace"],
+        )
+        published = self._published_peers()
+        if network.service_selects(self._service(peer.subdomain), meta.get("labels") or {}):
+            published.append(peer)
+        text = network.hosts_file(peer, published)
+        hosts_path.parent.mkdir(parents=True, exist_ok=True)
+        network.rewrite_in_place(hosts_path, text)
+        return peer, text
+
+    def _service(self, name: str) -> JsonDict | None:
+        return self.api.get(path(CORE, "services", self.namespace, name))
+
+    def _published_peers(self) -> list[network.Peer]:
+        """The running pods that a headless Service publishes, as the cluster DNS answers for them."""
+        running = [a for a in self.attempts.values() if a.peer is not None and a.alive]
+        services = {a.peer.subdomain: self._service(a.peer.subdomain) for a in running if a.peer is not None}
+        return [
+            a.peer
+            for a in running
+            if a.peer is not None and network.service_selects(services[a.peer.subdomain], a.labels)
+        ]
+
+    def _publish_hosts(self) -> None:
+        """Each running networked pod's /etc/hosts follows its peers: a replaced pod has a new address."""
+        running = [a for a in self.attempts.values() if a.peer is not None and a.alive]
+        if not running:
+            return
+        published = self._published_peers()
+        for attempt in running:
+            assert attempt.peer is not None
+            text = network.hosts_file(attempt.peer, published)
+            if text != attempt.hosts_text:
+                network.rewrite_in_place(attempt.hosts_path, text)
+                attempt.hosts_text = text
 
     def _resolve_refs(
         self, pod: JsonDict, container: JsonDict
@@ -373,9 +465,12 @@ class PodRunner:
             source = entry.get("valueFrom") or {}
             if "fieldRef" in source:
                 field_path = source["fieldRef"]["fieldPath"]
-                if field_path not in fields:
+                value = fields.get(field_path)
+                if value is None:
+                    value = _metadata_field(meta, field_path)
+                if value is None:
                     raise ContainerConfigError(f"env {entry['name']}: fieldRef {field_path} is not supported")
-                env.append({"name": entry["name"], "value": fields[field_path]})
+                env.append({"name": entry["name"], "value": value})
             elif "configMapKeyRef" in source:
                 value = self._key_of("configmaps", "ConfigMap", source["configMapKeyRef"])
                 if value is not None:
@@ -406,6 +501,15 @@ class PodRunner:
         if optional:
             return None
         raise ContainerConfigError(f"couldn't find key {key} in {kind} {self.namespace}/{ref['name']}")
+
+
+def _metadata_field(meta: JsonDict, field_path: str) -> str | None:
+    """`metadata.annotations['k']` and `metadata.labels['k']` (the Job controller gives an Indexed Job's pods
+    JOB_COMPLETION_INDEX that way); a missing key is an empty value, as for the kubelet."""
+    match = re.fullmatch(r"metadata\.(annotations|labels)\['([^']+)'\]", field_path)
+    if match is None:
+        return None
+    return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
 
 
 def _container(pod: JsonDict) -> JsonDict:

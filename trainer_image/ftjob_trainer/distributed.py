@@ -43,6 +43,7 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 """How long a rank waits at a collective for the others: long enough for a node's local rank 0 to download
 tens of GB of weights, or for rank 0 to generate the evaluation answers while the others wait."""
 ENV_TIMEOUT = "FTJOB_DISTRIBUTED_TIMEOUT_SECONDS"
+ENV_SHARE_STORE_OFF = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 class PeerFailed(TrainerError):
@@ -268,6 +269,11 @@ def launch(torchrun_args: Sequence[str], env: Mapping[str, str]) -> int:
     grace = _grace_period(env)
     if grace is not None and "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" not in os.environ:
         os.environ["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] = str(max(5, grace - 10))
+    # torchrun's agents share the rendezvous store with the workers by default, and then only an agent's
+    # first round publishes the workers' MASTER_ADDR/PORT: a pod that replaces a failed node joins a later
+    # round, waits for keys that node 0's agent never writes again, and the retry times out on every node
+    # (pytorch/pytorch#135712). Unshared, node 0's agent publishes them in every round.
+    os.environ.setdefault(ENV_SHARE_STORE_OFF, "1")
     args = parse_args([*torchrun_args, "-m", "ftjob_trainer.cli"])
     try:
         run(args)
