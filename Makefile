@@ -20,7 +20,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ftjob validate examples/*.yaml
-	$(BIN)/python -m ftjob.demo examples/quickstart.yaml
+	$(BIN)/python -m ftjob_cli.demo examples/quickstart.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ftjob import contract
-from ftjob.demo.models import smollm2_dir
-from ftjob.demo.orders import write_dataset
+from ftjob_cli.demo.models import smollm2_dir
+from ftjob_cli.demo.orders import write_dataset
 
 
 def spec_for(method: str, root: Path, model: Path, steps: int, batch: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def ftjob(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ftjob.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "ftjob_cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=60
     )
 
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from ftjob.api.uris import parse_s3_uri
-from ftjob.cli.main import main
 from ftjob.contract import ProgressRecord, format_progress_line
 from ftjob.task_progress import TaskRecord, format_task_line
+from ftjob_cli.main import main
 from tests.support import kube_actors as actors
 from tests.support.kube_client import CORE, FTJ, KubeClient, path
 from tests.support.kubelet import TestKubelet

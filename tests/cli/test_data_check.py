@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ftjob.cli.data_check import EXIT_ACCEPTED, EXIT_CANNOT_CHECK, EXIT_REJECTED
-from ftjob.cli.main import main
+from ftjob_cli.data_check import EXIT_ACCEPTED, EXIT_CANNOT_CHECK, EXIT_REJECTED
+from ftjob_cli.main import main
 
 
 def chat(i: int, answer_words: int = 12) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_the_command_imports_no_torch(mixed: Path) -> None:
     script = (
-        "import sys\nfrom ftjob.cli.main import main\n"
+        "import sys\nfrom ftjob_cli.main import main\n"
         f"code = main(['data', 'check', {str(mixed)!r}])\n"
         "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
         "print('HEAVY', heavy, code)\n"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ftjob.cli import views
-from ftjob.cli.logtext import human_text
+from ftjob_cli import views
+from ftjob_cli.logtext import human_text
 
 NOW = datetime(2026, 11, 30, 8, 0, 0, tzinfo=UTC)
 
@@ -76,7 +76,7 @@ def test_human_text_drops_records_and_keeps_the_last_line_of_a_step() -> None:
 def test_named_kubectl_ftjob_it_presents_itself_as_a_kubectl_plugin(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ftjob.cli.main import main
+    from ftjob_cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["/usr/local/bin/kubectl-ftjob", "--help"])
     with pytest.raises(SystemExit):

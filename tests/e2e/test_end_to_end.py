@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ftjob.demo.orders import write_dataset
+from ftjob_cli.demo.orders import write_dataset
 from tests.support.kube_client import (
     BATCH,
     CORE,

@@ -8,10 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ftjob.cli.live import Bar, EndBars, PlainSink, RichSink, Text, TrainerOutput
 from ftjob.contract import ProgressRecord, format_progress_line
-from ftjob.local_run import LocalPlan, execute
 from ftjob.task_progress import TaskRecord, format_task_line
+from ftjob_cli.live import Bar, EndBars, PlainSink, RichSink, Text, TrainerOutput
+from ftjob_cli.local_run import LocalPlan, execute
 
 T = "2026-11-30T08:00:00Z"
 

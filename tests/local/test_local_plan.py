@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ftjob.api import FineTuneJob
-from ftjob.local_run import LocalRunError, parse_secret_flags, plan_local_run, resolve_env
+from ftjob_cli.local_run import LocalRunError, parse_secret_flags, plan_local_run, resolve_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Model fixtures (the builders live in ftjob.demo.models, shared with the README's demo)."""
+"""Model fixtures (the builders live in ftjob_cli.demo.models, shared with the README's demo)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ftjob.demo.models import smollm2_dir, smollm2_tokenizer_dir, tiny_model_dir
+from ftjob_cli.demo.models import smollm2_dir, smollm2_tokenizer_dir, tiny_model_dir
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import make_server
 
 from ftjob.api.storage import StorageSpec
-from ftjob.demo.embedded_s3 import HOST, start_embedded_s3
+from ftjob_cli.demo.embedded_s3 import HOST, start_embedded_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ftjob import contract
-from ftjob.demo.orders import write_dataset
+from ftjob_cli.demo.orders import write_dataset
 
 torch = pytest.importorskip("torch")
 
@@ -25,7 +25,7 @@ pytestmark = [
 
 
 def test_qlora_trains_in_4bit_and_beats_the_base_model(tmp_path: Path) -> None:
-    from ftjob.demo.models import smollm2_dir
+    from ftjob_cli.demo.models import smollm2_dir
 
     model = smollm2_dir()  # $FTJOB_TEST_CACHE or ~/.cache/ftjob-tests
     write_dataset(tmp_path / "orders.jsonl", count=400)

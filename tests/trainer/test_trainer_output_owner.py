@@ -15,7 +15,7 @@ import pytest
 
 from ftjob import contract
 from ftjob.contract import ExitCode
-from ftjob.demo.orders import write_dataset
+from ftjob_cli.demo.orders import write_dataset
 from tests.support.s3_server import S3Endpoint
 from tests.support.trainer_runs import run_trainer, small_spec, trainer_env
 

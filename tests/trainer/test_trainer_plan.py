@@ -217,7 +217,7 @@ def test_tokenized_dataset_follows_the_file_content(tmp_path: Path, smollm2_toke
     # The dataset is cached on disk by datasets; a file rewritten in place must not be served stale.
     from transformers import AutoTokenizer
 
-    from ftjob.demo.orders import generate_examples
+    from ftjob_cli.demo.orders import generate_examples
     from ftjob_trainer.training import build_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_path))

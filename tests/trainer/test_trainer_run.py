@@ -14,7 +14,7 @@ import pytest
 
 from ftjob import contract
 from ftjob.contract import USER_ERROR_EXIT_CODES, ExitCode
-from ftjob.demo.orders import write_dataset
+from ftjob_cli.demo.orders import write_dataset
 from tests.support.s3_server import S3Endpoint
 from tests.support.trainer_runs import (
     TrainerResult,

@@ -10,8 +10,8 @@
 
 Also a command line:
 
-    python -m ftjob.demo.models            # prints the SmolLM2 folder, building it if needed
-    python -m ftjob.demo.models --tiny DEST
+    python -m ftjob_cli.demo.models            # prints the SmolLM2 folder, building it if needed
+    python -m ftjob_cli.demo.models --tiny DEST
 
 torch and transformers are imported inside the functions, so importing this module costs nothing.
 """

@@ -49,8 +49,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
-    from ftjob.local_run import LocalRunError, describe, execute, parse_secret_flags, plan_local_run
     from ftjob.manifests import load_job
+    from ftjob_cli.local_run import LocalRunError, describe, execute, parse_secret_flags, plan_local_run
 
     try:
         job = load_job(Path(args.file))
@@ -96,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.set_defaults(func=_cmd_local)
 
-    from ftjob.cli.data_check import add_parser as register_data_commands
+    from ftjob_cli.data_check import add_parser as register_data_commands
 
     register_data_commands(sub)
 
-    from ftjob.cli.cluster import register as register_cluster_commands
+    from ftjob_cli.cluster import register as register_cluster_commands
 
     register_cluster_commands(sub)
     return parser

@@ -7,7 +7,7 @@ are also rendered with the model's chat template and counted with its fast token
 Exit codes: 0 the data would be accepted, 1 it would be rejected (`DataInvalid`), 2 the check could not
 run (a file missing, a manifest invalid, a tokenizer that cannot be loaded).
 
-Importing this module is instant: the trainer's data package (numpy, msgspec, no torch) is imported when
+Importing this module is instant: the trainer's data package (numpy, msgspec, numba; no torch) is imported when
 the command runs, and transformers only with `--tokenizer`.
 """
 

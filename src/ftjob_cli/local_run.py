@@ -161,8 +161,8 @@ class LocalResult:
 
 def execute(plan: LocalPlan, stdout: TextIO | None = None, *, verbose: bool = False) -> LocalResult:
     """Run the trainer; its output goes to `stdout` (default: this process's) as a person would read it:
-    human lines and progress bars (see ftjob.cli.live), or every line unchanged with `verbose`."""
-    from ftjob.cli.live import TrainerOutput, make_sink
+    human lines and progress bars (see ftjob_cli.live), or every line unchanged with `verbose`."""
+    from ftjob_cli.live import TrainerOutput, make_sink
 
     for folder in {Path(v) for k, v in plan.env.items() if k in ("FTJOB_WORKDIR", "HF_HOME")}:
         folder.mkdir(parents=True, exist_ok=True)

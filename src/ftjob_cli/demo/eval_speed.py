@@ -1,6 +1,6 @@
 """How long evaluation's generation takes, before and after issue 12, on the demo task (a benchmark script).
 
-    python -m ftjob.demo.eval_speed .ftjob/demo/results/adapter --samples 60
+    python -m ftjob_cli.demo.eval_speed .ftjob/demo/results/adapter --samples 60
 
 Loads SmolLM2-135M-Instruct with the adapter `make demo` trained, takes `--samples` examples of the demo
 dataset (a fresh seed, so not the training ones), and generates every answer with the tuned model and the
@@ -55,7 +55,7 @@ def _old_generate(model: Any, tokenizer: Any, samples: Sequence[Any], budget: in
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ftjob.demo.eval_speed", description=__doc__.splitlines()[0]
+        prog="python -m ftjob_cli.demo.eval_speed", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "adapter",

@@ -51,7 +51,7 @@ def _download_prefix(client: object, uri: str, dest: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ftjob.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ftjob_cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("manifest", nargs="?", type=Path, default=DEFAULT_MANIFEST)
     parser.add_argument("--examples", type=int, default=360, help="valid examples in the generated dataset")
     parser.add_argument("--out", type=Path, default=Path(".ftjob/demo"), help="where results are copied")
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import boto3
 
-    from ftjob.local_run import describe, execute, plan_local_run
+    from ftjob_cli.local_run import describe, execute, plan_local_run
 
     from .embedded_s3 import start_embedded_s3
     from .models import smollm2_dir

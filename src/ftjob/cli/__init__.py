@@ -1,1 +1,0 @@
-"""`ftjob`: the user CLI."""
