@@ -115,10 +115,11 @@ class RetryPolicy:
         return min(self.base_delay * 2.0**attempt, self.max_delay)
 
 
-def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
+def load_api_client(kubeconfig: str | None = None, pool_size: int = 16) -> k8s_client.ApiClient:
     """In-cluster configuration when running in a pod, else the kubeconfig: `kubeconfig` if given, else
-    $KUBECONFIG or ~/.kube/config."""
+    $KUBECONFIG or ~/.kube/config. `pool_size`: connections kept open (one per thread that calls the API)."""
     configuration = k8s_client.Configuration()
+    configuration.connection_pool_maxsize = pool_size
     # urllib3 would otherwise retry 429/503 itself (honouring Retry-After without a cap, and invisibly);
     # only failed connection attempts are retried down there, everything else by Kube._call.
     configuration.retries = urllib3.Retry(
@@ -135,6 +136,19 @@ def load_api_client(kubeconfig: str | None = None) -> k8s_client.ApiClient:
 
 
 POLICY_PLURAL: Final = "finetunejobpolicies"
+LIST_PAGE: Final = 100
+
+
+def resource_of(path: str) -> str:
+    """`pods/log`, `finetunejobs/status`, `jobs`...: the resource (and subresource) a request path names."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    if "namespaces" in parts:
+        rest = parts[parts.index("namespaces") + 2 :]
+    else:
+        rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if not rest:
+        return "namespaces"
+    return rest[0] if len(rest) < 3 else f"{rest[0]}/{rest[2]}"
 
 
 def _path(*parts: str) -> str:
@@ -151,11 +165,13 @@ class Kube:
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         request_timeout: tuple[float, float] = (5.0, 30.0),
+        on_response: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._api = api_client
         self._retry = retry
         self._sleep = sleep
         self._timeout = request_timeout
+        self._on_response = on_response
 
     # -- FineTuneJobs ---------------------------------------------------------------------------------
     def get_finetunejob(self, namespace: str, name: str) -> JsonDict | None:
@@ -192,6 +208,11 @@ class Kube:
     def get_job(self, namespace: str, name: str) -> JsonDict | None:
         return self._get(_path("/apis/batch/v1/namespaces", namespace, "jobs", name))
 
+    def list_jobs(self, namespace: str | None, label_selector: str) -> list[JsonDict]:
+        """The Jobs matching the selector in `namespace` (None: in every namespace)."""
+        where = _path("/apis/batch/v1/namespaces", namespace, "jobs") if namespace else "/apis/batch/v1/jobs"
+        return self._items(where, label_selector, "Job")
+
     def create_job(self, namespace: str, body: JsonDict) -> JsonDict:
         return self._json("POST", _path("/apis/batch/v1/namespaces", namespace, "jobs"), body=body)
 
@@ -222,11 +243,25 @@ class Kube:
         return self._json("POST", _path("/api/v1/namespaces", namespace, "services"), body=body)
 
     # -- Pods -----------------------------------------------------------------------------------------
-    def list_pods(self, namespace: str, label_selector: str) -> list[JsonDict]:
-        doc = self._json(
-            "GET", _path("/api/v1/namespaces", namespace, "pods"), query=[("labelSelector", label_selector)]
-        )
-        return [item for item in doc.get("items") or [] if isinstance(item, dict)]
+    def list_pods(self, namespace: str | None, label_selector: str) -> list[JsonDict]:
+        """The pods matching the selector in `namespace` (None: in every namespace)."""
+        where = _path("/api/v1/namespaces", namespace, "pods") if namespace else "/api/v1/pods"
+        return self._items(where, label_selector, "Pod")
+
+    def _items(self, path: str, label_selector: str, kind: str, page: int = LIST_PAGE) -> list[JsonDict]:
+        """Every item, read in pages: a thousand Jobs in one answer would be tens of MB parsed at once."""
+        items: list[JsonDict] = []
+        token = ""
+        while True:
+            query = [("labelSelector", label_selector), ("limit", str(page))]
+            if token:
+                query.append(("continue", token))
+            doc = self._json("GET", path, query=query)
+            # A list's items carry no kind; the cache files objects by it.
+            items.extend({**item, "kind": kind} for item in doc.get("items") or [] if isinstance(item, dict))
+            token = str((doc.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
 
     def read_pod_log(
         self, namespace: str, name: str, container: str, tail_lines: int, limit_bytes: int
@@ -285,6 +320,10 @@ class Kube:
                 self._sleep(delay)
                 attempt += 1
 
+    def _count(self, method: str, path: str, status: int) -> None:
+        if self._on_response is not None:
+            self._on_response(method, resource_of(path), status)
+
     def _once(
         self, method: str, path: str, query: Sequence[tuple[str, str]], body: Any, content_type: str
     ) -> bytes:
@@ -303,10 +342,13 @@ class Kube:
             response = self._api.call_api(*serialized, _request_timeout=self._timeout)
             data: bytes = response.read()  # type: ignore[no-untyped-call]
         except urllib3.exceptions.HTTPError as err:
+            self._count(method, path, 0)
             raise KubeError(ErrorKind.UNAVAILABLE, 0, type(err).__name__, str(err)) from err
         except k8s_client.ApiException as err:  # raised by the transport itself, e.g. on TLS errors
+            self._count(method, path, 0)
             raise KubeError(ErrorKind.UNAVAILABLE, 0, "TransportError", str(err.reason)) from err
         status = int(response.status)
+        self._count(method, path, status)
         if 200 <= status < 300:
             return data
         raise classify(status, dict(response.getheaders() or {}), data)  # type: ignore[no-untyped-call]

@@ -58,6 +58,24 @@ class Metrics:
             ["namespace"],
             registry=self.registry,
         )
+        self.api_requests = Counter(
+            "ftjob_api_requests_total",
+            "Requests the operator sent to the API server, by verb, resource and HTTP status (0: no answer).",
+            ["verb", "resource", "code"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "ftjob_workqueue_depth",
+            "FineTuneJobs waiting for a reconcile (sampled at each progress poll).",
+            registry=self.registry,
+        )
+        self.cached_objects = Gauge(
+            "ftjob_cached_objects",
+            "Objects held in the operator's watch-fed cache, by resource.",
+            ["resource"],
+            registry=self.registry,
+        )
+        self._phase_counts: dict[str, int] = dict.fromkeys(PHASES, 0)
         for phase in PHASES:
             self.finetunejobs.labels(phase=phase).set(0)
 
@@ -68,15 +86,23 @@ class Metrics:
         """Record the phase of one FineTuneJob (None: it is gone)."""
         with self._lock:
             key = (namespace, name)
-            if phase is None:
-                self._phases.pop(key, None)
-            else:
+            before = self._phases.pop(key, None) if phase is None else self._phases.get(key)
+            if phase is not None:
                 self._phases[key] = phase
-            counts = dict.fromkeys(PHASES, 0)
-            for value in self._phases.values():
-                counts[value] = counts.get(value, 0) + 1
-            for value, count in counts.items():
-                self.finetunejobs.labels(phase=value).set(count)
+            if before == phase:
+                return
+            for value, change in ((before, -1), (phase, 1)):
+                if value is not None:
+                    self._phase_counts[value] = self._phase_counts.get(value, 0) + change
+                    self.finetunejobs.labels(phase=value).set(self._phase_counts[value])
+
+    def count_request(self, verb: str, resource: str, code: int) -> None:
+        self.api_requests.labels(verb=verb, resource=resource, code=str(code)).inc()
+
+    def set_queue(self, depth: int, cached: dict[str, int]) -> None:
+        self.queue_depth.set(depth)
+        for resource, count in cached.items():
+            self.cached_objects.labels(resource=resource).set(count)
 
     def set_quota(self, namespace: str, used: float, budget: float | None) -> None:
         self.quota_used.labels(namespace=namespace).set(used)

@@ -10,10 +10,13 @@ from pydantic import ValidationError
 from ftjob.api.conditions import FAILED, VALIDATED
 
 from .conditions import is_true, reason_of
-from .derive import DELETE_JOB_ON, is_collecting, is_held_by_quota, is_terminal
 from .names import JsonDict, Ownership, ownership
 from .observe import is_deleting, job_outcome
+from .policy_failure import DELETE_JOB_ON
+from .policy_success import is_collecting
+from .policy_suspension import is_held_by_quota
 from .render import is_kueue_managed, validated_spec
+from .status_builder import is_terminal
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,18 @@
 """One idempotent, level-triggered reconcile of a FineTuneJob: observe, derive, act, record.
 
 Whatever triggered it (a FineTuneJob, Job or pod event, the progress poll, an operator restart), it reads
-the current state from the API and converges on it, so it may run any number of times, be killed at any
-point and run again. Reconciles of the same object are serialised by a per-object lock.
+the current state and converges on it, so it may run any number of times, be killed at any point and run
+again. Reconciles of the same object are serialised by a per-object lock.
+
+With a `ClusterCache` (the running operator) the FineTuneJob, its Job and its pods are read from what the
+watches delivered, and a reconcile that changes nothing sends no request. Two rules keep that safe:
+
+- Every write that depends on a read carries a precondition: the status patch its resourceVersion, a Job
+  its deterministic name. A stale read costs a 409 and a fresh read from the API, never a wrong write.
+- Nothing that cannot be undone is decided from the cache: before a terminal status, deleting a Job or
+  starting a collector, the Job and its pods are read from the API and the reconcile starts over on them.
+
+Without a cache (tests that drive one reconcile at a time) every read goes to the API.
 """
 
 from __future__ import annotations
@@ -10,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -21,8 +31,10 @@ from ftjob import contract
 from ftjob.api.conditions import FAILED, RUNNING, SUCCEEDED, TERMINAL_PHASES
 from ftjob.contract import ProgressRecord, parse_latest_progress
 
+from .cache import ClusterCache
 from .conditions import find, is_true, parse_time, reason_of
 from .derive import DELETE_JOB_ON, JOB_REJECTED, derive_status, failed_status, is_terminal
+from .event_recorder import EventRecorder
 from .events import Event, derive_events, event_body
 from .kube import ErrorKind, Kube, KubeError
 from .metrics import Metrics
@@ -38,6 +50,7 @@ from .names import (
 from .observe import CollectorRun, Pods, is_deleting, job_outcome, needs_collector
 from .patches import merge_patch
 from .plan import CreateCollector, CreateJob, DeleteCollector, DeleteJob, SetJobSuspend, plan_actions
+from .progress_schedule import LogReads
 from .quota import POLICY_NAME, Quota, gpu_hours, ledger_due
 from .render import render_job, validated_spec
 from .render_collector import render_collector_job
@@ -63,8 +76,17 @@ class Reconciler:
         settings: OperatorSettings,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        cache: ClusterCache | None = None,
+        events: EventRecorder | None = None,
+        defer_record: Callable[[tuple[str, str]], bool] | None = None,
     ) -> None:
         self._kube = kube
+        self._cache = cache
+        self._events = events
+        # Asked right after a Job was created: True when the status write should wait (the callee queues the
+        # FineTuneJob again), because more FineTuneJobs wait for their Jobs. Create before record holds.
+        self._defer_record = defer_record
         self._settings = settings
         self._metrics = metrics or Metrics()
         self._clock = clock
@@ -78,6 +100,10 @@ class Reconciler:
         self._policies: dict[str, tuple[JsonDict | None, float]] = {}
         self._ledger_written: dict[tuple[str, str], datetime] = {}
         self._ledger_final: set[tuple[str, str]] = set()
+        self._log_reads: dict[tuple[str, str], LogReads] = {}
+
+    def set_defer_record(self, defer: Callable[[tuple[str, str]], bool]) -> None:
+        self._defer_record = defer
 
     @contextmanager
     def _locked(self, namespace: str, name: str) -> Iterator[None]:
@@ -94,9 +120,16 @@ class Reconciler:
             pending = (namespace, name) in self._ttl_due
         return pending or phase not in TERMINAL_PHASES
 
+    def progress_due(self, namespace: str, name: str, now: float, interval: float) -> bool:
+        """Whether the trainer's log is worth reading at this poll (progress_schedule.py)."""
+        with self._locks_guard:
+            reads = self._log_reads.get((namespace, name))
+        return reads is None or reads.due(now, interval)
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop the bookkeeping of a deleted FineTuneJob."""
         with self._locks_guard:
+            self._log_reads.pop((namespace, name), None)
             self._locks.pop((namespace, name), None)
             self._ttl_due.pop((namespace, name), None)
             self._ledger_written.pop((namespace, name), None)
@@ -114,9 +147,9 @@ class Reconciler:
         started = time.monotonic()
         try:
             with self._locked(namespace, name):
-                for _ in range(MAX_CONFLICT_RETRIES):
+                for attempt in range(MAX_CONFLICT_RETRIES):
                     try:
-                        return self._reconcile_once(namespace, name, read_progress)
+                        return self._reconcile_once(namespace, name, read_progress, fresh=attempt > 0)
                     except KubeError as err:
                         if err.kind not in (ErrorKind.CONFLICT, ErrorKind.NOT_FOUND):
                             raise
@@ -134,26 +167,35 @@ class Reconciler:
         finally:
             self._metrics.reconcile_seconds.labels(trigger=trigger).observe(time.monotonic() - started)
 
-    def _reconcile_once(self, namespace: str, name: str, read_progress: bool) -> str | None:
-        ftj = self._kube.get_finetunejob(namespace, name)
+    def _reconcile_once(self, namespace: str, name: str, read_progress: bool, *, fresh: bool) -> str | None:
+        ftj = self._read_finetunejob(namespace, name, fresh)
         if ftj is None or is_deleting(ftj):
             # The garbage collector removes the Job through its ownerReference; nothing else to clean.
             self.forget(namespace, name)
             return None
         old: JsonDict = dict(ftj.get("status") or {})
         if is_terminal(old):
-            return self._settle_terminal(ftj, old, self._clock())
+            return self._settle_terminal(ftj, old, self._clock(), fresh)
 
-        job = self._kube.get_job(namespace, job_name(name))
-        pods, listed = self._pods(ftj, job)
+        job = self._read_job(namespace, job_name(name), fresh)
+        pods, listed = self._pods(ftj, job, fresh)
+        collector = self._collector(ftj, listed, fresh) if needs_collector(job, pods) else None
+        if (
+            not fresh
+            and self._cache is not None
+            and (needs_collector(job, pods) or self._job_vanished(old, job))
+        ):
+            # About to conclude from an absence (no pod left, no Job): the watch may just not have said yet.
+            return self._reconcile_once(namespace, name, read_progress, fresh=True)
         progress = self._progress(ftj, pods) if read_progress else None
-        collector = self._collector(ftj, listed) if needs_collector(job, pods) else None
         # The status is dated when what it describes was seen: a slow read must not date it (and the TTL
         # that runs from its final condition) in the past.
         now = self._clock()
         quota_block = self._quota_block(ftj, now) if job is None and not old.get("jobName") else None
         status = derive_status(ftj, job, pods, progress, now, self._settings, collector, quota_block)
         actions = plan_actions(ftj, status, job, collector.job if collector else None)
+        if not fresh and self._cache is not None and _irreversible(old, status, actions):
+            return self._reconcile_once(namespace, name, read_progress, fresh=True)
 
         for action in actions:
             if isinstance(action, CreateCollector):
@@ -162,10 +204,18 @@ class Reconciler:
             elif isinstance(action, CreateJob):
                 job, rejected = self._create_job(ftj)
                 pods = []
+                if (
+                    rejected is None
+                    and self._defer_record is not None
+                    and self._defer_record((namespace, name))
+                ):
+                    return str(old.get("phase") or "Pending")
                 status = rejected or derive_status(ftj, job, pods, progress, now, self._settings)
             elif isinstance(action, SetJobSuspend) and job is not None:
-                job = self._kube.patch_job(
-                    namespace, job["metadata"]["name"], {"spec": {"suspend": action.suspend}}
+                job = self._remember_job(
+                    self._kube.patch_job(
+                        namespace, job["metadata"]["name"], {"spec": {"suspend": action.suspend}}
+                    )
                 )
                 logger.info(
                     "%s/%s: set suspend=%s on Job %s",
@@ -189,7 +239,7 @@ class Reconciler:
         self._record_gpu_hours(ftj, status, now)
         return str(status.get("phase"))
 
-    def _settle_terminal(self, ftj: JsonDict, old: JsonDict, now: datetime) -> str:
+    def _settle_terminal(self, ftj: JsonDict, old: JsonDict, now: datetime, fresh: bool) -> str:
         """A finished FineTuneJob never gets a new Job; only a failed pod left behind is cleaned up."""
         namespace, name = ftj["metadata"]["namespace"], ftj["metadata"]["name"]
         status = derive_status(ftj, None, [], None, now, self._settings)
@@ -197,13 +247,13 @@ class Reconciler:
         job: JsonDict | None = None
         looked = False
         if reason_of(old.get("conditions") or [], FAILED) in DELETE_JOB_ON:
-            job, looked = self._kube.get_job(namespace, job_name(name)), True
+            job, looked = self._read_job(namespace, job_name(name), fresh), True
             for action in plan_actions(ftj, status, job):
                 if isinstance(action, DeleteJob):
                     self._delete_job(ftj, action)
                     job = None
         if not looked and self._ttl_deadline(ftj, status) is not None:
-            job = self._kube.get_job(namespace, job_name(name))
+            job = self._read_job(namespace, job_name(name), fresh)
         self._expire_job(ftj, status, job, now)
         self._account(ftj, status, now)
         self._record_gpu_hours(ftj, status, now)
@@ -314,18 +364,56 @@ class Reconciler:
         written = parse_time((final or {}).get("lastTransitionTime"))
         return None if written is None else written + timedelta(seconds=ttl)
 
-    def _pods(self, ftj: JsonDict, job: JsonDict | None) -> tuple[list[JsonDict], list[JsonDict]]:
+    # -- reads: the cache, or the API when fresh (or without a cache) --------------------------------
+    def _read_finetunejob(self, namespace: str, name: str, fresh: bool) -> JsonDict | None:
+        if self._cache is not None and not fresh:
+            cached = self._cache.finetunejobs.get(namespace, name)
+            if cached is not None:
+                return cached
+        ftj = self._kube.get_finetunejob(namespace, name)
+        if self._cache is not None and ftj is not None:
+            ftj = self._cache.finetunejobs.put(ftj)
+        return ftj
+
+    def _read_job(self, namespace: str, name: str, fresh: bool) -> JsonDict | None:
+        if self._cache is not None and not fresh:
+            return self._cache.jobs.get(namespace, name)
+        job = self._kube.get_job(namespace, name)
+        if self._cache is not None:
+            if job is not None:
+                return self._cache.jobs.put(job)
+            cached = self._cache.jobs.get(namespace, name)
+            if cached is not None:
+                self._cache.jobs.remove(cached)
+        return job
+
+    def _remember_job(self, job: JsonDict) -> JsonDict:
+        """A Job this operator just wrote: newer than what the watch has delivered."""
+        return self._cache.jobs.put(job) if self._cache is not None else job
+
+    @staticmethod
+    def _job_vanished(old: JsonDict, job: JsonDict | None) -> bool:
+        return job is None and bool(old.get("jobName"))
+
+    def _pods(
+        self, ftj: JsonDict, job: JsonDict | None, fresh: bool
+    ) -> tuple[list[JsonDict], list[JsonDict]]:
         """(the pods of this very Job, every pod labelled with the FineTuneJob's name)."""
         if job is None or ownership(job, ftj) is not Ownership.OWNED:
             return [], []
         meta = ftj["metadata"]
-        listed = self._kube.list_pods(meta["namespace"], f"{LABEL_FINETUNEJOB}={meta['name']}")
+        if self._cache is not None and not fresh:
+            listed = self._cache.pods.of_finetunejob(meta["namespace"], meta["name"])
+        else:
+            listed = self._kube.list_pods(meta["namespace"], f"{LABEL_FINETUNEJOB}={meta['name']}")
+            if self._cache is not None:
+                listed = self._cache.pods.sync_finetunejob(meta["namespace"], meta["name"], listed)
         # The label narrows the list; the controller reference proves the pod belongs to this very Job.
         return _controlled_by(listed, job), listed
 
-    def _collector(self, ftj: JsonDict, listed: list[JsonDict]) -> CollectorRun:
+    def _collector(self, ftj: JsonDict, listed: list[JsonDict], fresh: bool) -> CollectorRun:
         meta = ftj["metadata"]
-        job = self._kube.get_job(meta["namespace"], collector_job_name(meta["name"]))
+        job = self._read_job(meta["namespace"], collector_job_name(meta["name"]), fresh)
         if job is None or ownership(job, ftj) is not Ownership.OWNED:
             return CollectorRun(job=None)
         return CollectorRun(job=job, pods=tuple(_controlled_by(listed, job)))
@@ -345,7 +433,8 @@ class Reconciler:
             if err.kind is not ErrorKind.CONFLICT:
                 raise
             # Created by an earlier reconcile that did not get the answer: observed from the next one on.
-            return CollectorRun(job=self._kube.get_job(meta["namespace"], name))
+            return CollectorRun(job=self._read_job(meta["namespace"], name, True))
+        created = self._remember_job(created)
         logger.info("%s: the trainer pod is gone; created Job %s to re-read the summary", _key(ftj), name)
         self._emit(
             ftj,
@@ -382,7 +471,12 @@ class Reconciler:
                 "%s: cannot read the trainer log of pod %s: %s", _key(ftj), pod["metadata"]["name"], err
             )
             return None
-        return parse_latest_progress(text)
+        record = parse_latest_progress(text)
+        key = (ftj["metadata"]["namespace"], ftj["metadata"]["name"])
+        written = parse_time(record.time) if record is not None else None
+        with self._locks_guard:
+            self._log_reads.setdefault(key, LogReads()).read(written.timestamp() if written else None)
+        return record
 
     def _create_job(self, ftj: JsonDict) -> tuple[JsonDict | None, JsonDict | None]:
         """(the Job now observed, a Failed status if the API server refused the Job or its Service)."""
@@ -402,7 +496,7 @@ class Reconciler:
                 return None, failed_status(ftj, JOB_REJECTED, message, self._clock())
             if err.kind is not ErrorKind.CONFLICT:
                 raise
-            existing = self._kube.get_job(meta["namespace"], name)
+            existing = self._read_job(meta["namespace"], name, True)
             if existing is None:
                 # Deleted again between the two requests: the next reconcile starts from scratch.
                 raise KubeError(
@@ -421,6 +515,7 @@ class Reconciler:
                     ],
                 )
             return existing, None
+        created = self._remember_job(created)
         logger.info("%s: created Job %s", _key(ftj), name)
         self._emit(ftj, [Event("Normal", "JobCreated", f"Created Job {name}.")])
         return created, None
@@ -452,9 +547,11 @@ class Reconciler:
         """Write the status if it changed, then tell what changed in Events."""
         if new != old:
             meta = ftj["metadata"]
-            self._kube.patch_finetunejob_status(
+            written = self._kube.patch_finetunejob_status(
                 meta["namespace"], meta["name"], merge_patch(old, new), meta.get("resourceVersion")
             )
+            if self._cache is not None:
+                self._cache.finetunejobs.put(written)
             if new.get("phase") != old.get("phase"):
                 logger.info(
                     "%s: %s -> %s: %s",
@@ -469,6 +566,9 @@ class Reconciler:
     def _emit(self, ftj: JsonDict, events: list[Event], now: datetime | None = None) -> None:
         when = now or self._clock()
         for index, event in enumerate(events):
+            if self._events is not None:
+                self._events.record(ftj["metadata"]["namespace"], event_body(ftj, event, when, index))
+                continue
             try:
                 self._kube.create_event(ftj["metadata"]["namespace"], event_body(ftj, event, when, index))
             except KubeError as err:
@@ -483,6 +583,13 @@ class Reconciler:
             except ValidationError:
                 gpus = 0
         self._metrics.account_gpus(ftj["metadata"]["namespace"], ftj["metadata"]["name"], gpus, now)
+
+
+def _irreversible(old: JsonDict, new: JsonDict, actions: Sequence[object]) -> bool:
+    """Whether this reconcile would decide something for good: a final status, a deleted Job, a collector."""
+    if is_terminal(new) and not is_terminal(old):
+        return True
+    return any(isinstance(action, (DeleteJob, CreateCollector)) for action in actions)
 
 
 def _controlled_by(pods: list[JsonDict], job: JsonDict) -> list[JsonDict]:

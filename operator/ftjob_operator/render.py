@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import threading
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Final
 
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 _reported_unknown: set[str] = set()
 _reported_lock = threading.Lock()
+_parsed: OrderedDict[str, FineTuneJobSpec] = OrderedDict()
+_PARSED_KEPT: Final = 2048
+"""Parsed specs by their JSON text (which costs a fraction of validating them): a reconcile asks derive,
+plan and render for the spec several times, and every poll re-derives every unfinished job. The models are
+shared, so nothing may modify one."""
 
 
 def validated_spec(ftj: JsonDict) -> FineTuneJobSpec:
@@ -42,7 +48,18 @@ def validated_spec(ftj: JsonDict) -> FineTuneJobSpec:
     comes from a newer CRD (e.g. one with a defaulted field, upgraded under running jobs). It is ignored,
     and logged once per field for the life of the process.
     """
-    spec, unknown = parse_spec_leniently(ftj.get("spec") or {})
+    raw = ftj.get("spec") or {}
+    key = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    with _reported_lock:
+        known = _parsed.get(key)
+        if known is not None:
+            _parsed.move_to_end(key)
+            return known
+    spec, unknown = parse_spec_leniently(raw)
+    with _reported_lock:
+        _parsed[key] = spec
+        while len(_parsed) > _PARSED_KEPT:
+            _parsed.popitem(last=False)
     if unknown:
         with _reported_lock:
             new = [path for path in unknown if path not in _reported_unknown]
@@ -108,7 +125,9 @@ def render_job(ftj: JsonDict, settings: OperatorSettings) -> JsonDict:
     job_spec: JsonDict = {
         "completions": 1,
         "parallelism": 1,
-        "backoffLimit": spec.backoff_limit,
+        # A failed gang costs up to one pod per node (when index 0 dies, its store goes with it and the
+        # other agents fail too): the limit counts gang restarts, not pods.
+        "backoffLimit": spec.backoff_limit * spec.resources.nodes,
         # Kueue admits a Job by unsuspending it: it must be created suspended, and only Kueue toggles it.
         "suspend": True if is_kueue_managed(spec) else spec.suspend,
         # Replace a pod only once it has fully terminated: the old one may still be uploading a checkpoint.

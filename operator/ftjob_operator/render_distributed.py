@@ -7,8 +7,15 @@ headless Service through which the nodes find each other.
   `<job>-<index>` under the Service (`subdomain`), torchrun's c10d rendezvous on the pod of index 0
   (JOB_COMPLETION_INDEX is each pod's index), and a success policy: the run has succeeded when index 0
   (global rank 0, which publishes everything) has.
-- A failed pod is replaced by the Job controller; torchrun's agents on the other nodes wait for it to rejoin
-  (`--max-restarts`, as many as the Job's backoffLimit), and all workers restart from the last checkpoint.
+- A failed pod of index 1 or above is replaced by the Job controller; torchrun's agents on the other nodes
+  restart their workers and wait for it to rejoin (`--max-restarts`, as many as the Job's backoffLimit),
+  and all workers restart from the last checkpoint (tests/e2e/test_distributed_pods.py). The launcher
+  keeps torchrun from sharing its rendezvous store with the workers, without which the replacement never
+  learns the workers' MASTER_ADDR (trainer_image/ftjob_trainer/distributed.py).
+- Index 0 is different: its torchrun agent hosts the c10d rendezvous store, so when that pod fails, the
+  agents of every other node lose the store and exit too: every pod fails and the Job controller replaces
+  them all for a fresh rendezvous. One such restart costs up to N pod failures, so the Job's backoffLimit
+  is the FineTuneJob's times the number of nodes (render.py): the user's limit counts gang restarts.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ class OperatorSettings:
     """activeDeadlineSeconds of a Job whose FineTuneJob sets none: no trainer holds GPUs forever."""
     log_tail_lines: int = 200
     """Lines of the trainer log read per progress poll."""
+    workers: int = 8
+    """Threads that reconcile FineTuneJobs side by side (each one FineTuneJob at a time)."""
     liveness_port: int = 8080
     metrics_port: int = 9090
     """0 disables the metrics endpoint."""
@@ -125,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept storage endpoints on loopback (only for harnesses that run trainer pods as local processes)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="FineTuneJobs reconciled side by side (default 8): reconciles wait on the API server, not the CPU",
+    )
     parser.add_argument("--liveness-port", type=_port, default=8080, help="kopf liveness endpoint /healthz")
     parser.add_argument("--metrics-port", type=_port, default=9090, help="Prometheus metrics (0 disables)")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, help=f"env {ENV_LOG_LEVEL}")
@@ -179,7 +187,12 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> OperatorSe
     if deadline <= 0:
         parser.error(f"--default-active-deadline must be > 0 (got {deadline})")
 
+    workers = args.workers if args.workers is not None else defaults.workers
+    if not 1 <= workers <= 64:
+        parser.error(f"--workers must be between 1 and 64 (got {workers})")
+
     return OperatorSettings(
+        workers=workers,
         trainer_image=args.trainer_image or env(ENV_TRAINER_IMAGE) or defaults.trainer_image,
         image_pull_policy=pull_policy,
         trainer_service_account=args.trainer_service_account or env(ENV_TRAINER_SERVICE_ACCOUNT),

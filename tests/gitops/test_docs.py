@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import yaml
-from kopf import AnnotationsDiffBaseStorage, AnnotationsProgressStorage
 from prometheus_client import generate_latest
 
-from ftjob_operator.handlers import build_registry, kopf_settings
+from ftjob_operator.cache import ClusterCache
+from ftjob_operator.controller import Controller
+from ftjob_operator.handlers import NoDiffBase, build_registry, kopf_settings
 from ftjob_operator.kube import Kube
 from ftjob_operator.metrics import Metrics
 from ftjob_operator.reconcile import Reconciler
@@ -36,24 +37,17 @@ def test_gitops_doc_embeds_the_health_check_verbatim() -> None:
     assert argocd_cm["data"]["resource.customizations.health.ftjob.dev_FineTuneJob"] == HEALTH_LUA.read_text()
 
 
-def test_gitops_doc_names_every_annotation_kopf_writes() -> None:
+def test_gitops_doc_says_kopf_writes_nothing_on_the_objects() -> None:
     settings = OperatorSettings()
-    kopf = kopf_settings(settings)
-    registry = build_registry(Reconciler(Kube(cast(Any, None)), settings), settings)
-    progress = kopf.persistence.progress_storage
-    diffbase = kopf.persistence.diffbase_storage
-    assert isinstance(progress, AnnotationsProgressStorage)
-    assert isinstance(diffbase, AnnotationsDiffBaseStorage)
-    keys = set(diffbase.make_keys("last-handled-configuration"))
-    keys |= set(progress.make_keys(progress.touch_key))
-    for handler in registry._changing.get_all_handlers():
-        keys |= set(progress.make_keys(handler.id))
+    cache = ClusterCache()
+    registry = build_registry(
+        Controller(Reconciler(Kube(cast(Any, None)), settings), cache, settings, Metrics())
+    )
+    # Only watch-event handlers: kopf stores progress and a diff base only for changing handlers.
+    assert registry._changing.get_all_handlers() == []
+    assert isinstance(kopf_settings(settings).persistence.diffbase_storage, NoDiffBase)
     text = (DOCS / "gitops.md").read_text()
-    for key in sorted(keys):
-        assert key.startswith("ftjob.dev/"), key
-        assert f"`{key}`" in text, f"docs/gitops.md does not list {key}"
-        pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-        assert pointer in text, f"docs/gitops.md has no ignoreDifferences pointer for {key}"
+    assert "keep no bookkeeping on the object (no annotations, no finalizer)" in text
 
 
 def test_metrics_doc_lists_every_metric_and_label() -> None:

@@ -191,6 +191,21 @@ CASES = [
     ),
     pytest.param(
         Case(
+            spec={"resources": {"gpus": 1, "nodes": 2, "memory": "24Gi"}},
+            job=f.job(active=2),
+            pods=[
+                f.running(name="demo-train-0-aaaaa", started=10),
+                f.running(name="demo-train-1-bbbbb", started=11),
+            ],
+            phase="Running",
+            conditions={"Running": ("True", "Training")},
+            fields={"startTime": f.ts(10), "attempts": 1},
+            message="Training.",
+        ),
+        id="two-nodes-one-attempt",
+    ),
+    pytest.param(
+        Case(
             job=f.job(active=1),
             pods=[f.running()],
             progress=record(50, 200, at=100, loss=1.234, eta_seconds=600, tokens_per_second=900.0),

@@ -1,4 +1,4 @@
-"""kopf wiring: what kopf is told to store where, and that nothing asks for a finalizer."""
+"""kopf wiring: only watch-event handlers, so kopf writes nothing to the objects and asks for no finalizer."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ from typing import Any, cast
 import kopf
 import yaml
 
-from ftjob_operator.handlers import LiveSet, build_registry, kopf_settings
+from ftjob_operator.cache import ClusterCache
+from ftjob_operator.controller import Controller
+from ftjob_operator.handlers import NoDiffBase, build_registry, kopf_settings
 from ftjob_operator.kube import Kube, load_api_client
+from ftjob_operator.metrics import Metrics
 from ftjob_operator.reconcile import Reconciler
 from ftjob_operator.settings import OperatorSettings
 
 
-def test_kopf_keeps_its_state_in_annotations_under_the_project_prefix() -> None:
+def test_kopf_keeps_no_diff_base_and_watches_only_the_operators_children() -> None:
     settings = kopf_settings(OperatorSettings())
-    progress = settings.persistence.progress_storage
     diffbase = settings.persistence.diffbase_storage
-    assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "ftjob.dev"
-    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
-    assert (diffbase.prefix, diffbase.key) == ("ftjob.dev", "last-handled-configuration")
+    assert isinstance(diffbase, NoDiffBase)
+    body = kopf.Body(
+        {"metadata": {"name": "x", "annotations": {"a": "b"}}, "spec": {"big": list(range(100))}}
+    )
+    # Nothing is copied per event, nothing is stored on the object.
+    assert diffbase.build(body=body) == {} and diffbase.fetch(body=body) is None
     assert settings.posting.enabled is False
     assert settings.scanning.disabled is True
     managed = "app.kubernetes.io/managed-by=ftjob-operator"
@@ -29,7 +34,7 @@ def test_kopf_keeps_its_state_in_annotations_under_the_project_prefix() -> None:
     assert len(selectors) == 2
 
 
-def test_no_handler_needs_a_finalizer(tmp_path: Path) -> None:
+def test_only_event_handlers_so_kopf_writes_nothing_and_needs_no_finalizer(tmp_path: Path) -> None:
     # Building the registry only reads a kubeconfig; nothing is sent to the (absent) server.
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
@@ -45,18 +50,13 @@ def test_no_handler_needs_a_finalizer(tmp_path: Path) -> None:
         )
     )
     settings = OperatorSettings()
-    registry = build_registry(Reconciler(Kube(load_api_client(str(kubeconfig))), settings), settings)
-    changing = registry._changing.get_all_handlers()
-    # create, update, and resume (which kopf files under no reason): no on.delete
-    assert {getattr(h.reason, "value", h.reason) for h in changing} == {"create", "update", None}
-    assert not any(cast(Any, h).requires_finalizer for h in changing)
+    cache = ClusterCache()
+    reconciler = Reconciler(Kube(load_api_client(str(kubeconfig))), settings, cache=cache)
+    registry = build_registry(Controller(reconciler, cache, settings, Metrics()))
+    # on.create/on.update/on.resume would make kopf write progress and diff-base annotations on every
+    # FineTuneJob (and patch it once per handled change); the operator has none.
+    assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []  # no timers or daemons: kopf adds finalizers for those
-
-
-def test_live_set() -> None:
-    live = LiveSet()
-    live.update("b", "x", True)
-    live.update("a", "y", True)
-    live.update("b", "x", False)
-    live.update("c", "z", False)
-    assert live.snapshot() == [("a", "y")]
+    watching = registry._watching.get_all_handlers()
+    assert sorted(str(h.id) for h in watching) == ["finetunejob-event", "job-event", "pod-event"]
+    assert not any(cast(Any, h).requires_finalizer for h in watching if hasattr(h, "requires_finalizer"))

@@ -340,12 +340,13 @@ def test_creates_the_job_as_rendered(cluster: Cluster, operator: OperatorProcess
     assert condition(st, "Admitted") == ("True", "NoQueue")
     cluster.wait_event("Normal", "JobCreated")
 
-    # kopf's bookkeeping lives in annotations under the project's prefix; no finalizer, no status.kopf.
+    # kopf keeps no bookkeeping on the object (the operator has only watch-event handlers): no annotation,
+    # no finalizer, no status.kopf. The user's object is written only through its status subresource.
     meta = (cluster.api.finetunejob(cluster.ns, NAME) or {})["metadata"]
     assert "finalizers" not in meta
-    assert all(key.startswith("ftjob.dev/") for key in meta.get("annotations") or {})
-    assert "ftjob.dev/last-handled-configuration" in meta["annotations"]
+    assert not meta.get("annotations")
     assert "kopf" not in (cluster.api.finetunejob(cluster.ns, NAME) or {})["status"]
+    assert cluster.requests("PATCH", "finetunejobs", NAME) == 0
 
 
 def test_watches_only_the_namespaces_it_is_given_and_exports_metrics(
@@ -570,13 +571,15 @@ def test_invalid_spec(cluster: Cluster, operator: OperatorProcess) -> None:
 
 
 def test_adopts_a_job_it_controls_after_a_conflict(
-    cluster: Cluster, operator_process: OperatorProcess
+    cluster: Cluster, operator_process: OperatorProcess, log_allowances: list[str]
 ) -> None:
+    log_allowances.append(r"(failed|error).*/jobs\b.*503|503.*/jobs\b")
     ftj = cluster.create()
-    # The Job exists (say, created by an operator that died), but the first read misses it, as a read
-    # from a lagging cache would: the create then meets the API server's 409 and must adopt, not fail.
+    # The Job exists (say, created by an operator that died), but the operator's cache misses it: its
+    # list and watch of Jobs fail for a while. The create then meets the API server's 409 and must adopt
+    # the Job it controls, not fail.
     existing = cluster.api.create(path(BATCH, "jobs", cluster.ns), render_job(ftj, SETTINGS))
-    cluster.proxy.add(Match("GET", resource_path("jobs", JOB, namespace=cluster.ns)), Reply(404, "NotFound"))
+    cluster.proxy.add(Match("GET", resource_path("jobs", namespace=cluster.ns)), Reply(503), times=4)
     operator_process.start()
 
     st = cluster.wait_status(lambda s: s.get("jobName") == JOB, "jobName")
@@ -741,7 +744,7 @@ def test_deleting_the_finetunejob_leaves_the_rest_to_the_garbage_collector(
     assert operator.running
 
 
-def test_api_errors(cluster: Cluster, operator: OperatorProcess, log_allowances: list[str]) -> None:
+def test_api_errors(cluster: Cluster, operator: OperatorProcess) -> None:
     jobs = Match("POST", resource_path("jobs", namespace=cluster.ns))
     # 429 with Retry-After on the Job's creation, then a 500 on the status write: retried, not failed.
     cluster.proxy.add(jobs, Reply(429, "TooManyRequests", headers={"Retry-After": "1"}))
@@ -752,8 +755,7 @@ def test_api_errors(cluster: Cluster, operator: OperatorProcess, log_allowances:
     cluster.wait_status(lambda s: s.get("jobName") == JOB, "jobName")
     assert cluster.requests("POST", "jobs") == 2
 
-    # A server that keeps failing: the handler is retried later by kopf (its log says so at ERROR).
-    log_allowances.append(r"failed temporarily: Kubernetes API: 503")
+    # A server that keeps failing: the reconcile is queued again after a backoff, as often as it takes.
     cluster.proxy.add(jobs, Reply(503), times=4)
     cluster.create(name="second")
     wait_for(lambda: cluster.job("second-train"), what="second Job after 503s", timeout=30)
@@ -803,7 +805,6 @@ def test_recovers_from_lost_connections_and_cut_watches(
     cluster.create()
     pod = cluster.start(cluster.next_pod())
     cluster.wait_condition("Running", "True", "Training")
-    cluster.wait_event("Normal", "JobAdopted")
     actors.pod_terminated(cluster.api, pod, 0, SUCCESS.to_message())
     st = cluster.wait_condition("Succeeded", "True", "TrainingSucceeded")
     assert st["metrics"]["evalLoss"] == 0.87
@@ -811,7 +812,10 @@ def test_recovers_from_lost_connections_and_cut_watches(
         (type(r.action).__name__, r.times) for r in rules
     ]
     assert len(cluster.api.jobs(ns)) == 1
-    assert cluster.requests("POST", "jobs") == 2  # the reset one, and the retry that met 409
+    # The reset one; then either its watch event reached the cache before the retry (no second POST), or
+    # the retry met 409 and adopted the Job it did create.
+    posts = cluster.requests("POST", "jobs")
+    assert posts == 1 or (posts == 2 and any(e["reason"] == "JobAdopted" for e in cluster.api.events(ns)))
 
 
 # -- trust: forward compatibility, local outputs, TTL, disruptions --------------------------------------

@@ -387,6 +387,8 @@ def test_several_nodes_are_an_indexed_job_behind_a_headless_service() -> None:
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
     # The run is done when index 0 (global rank 0, which publishes) is: the others are then stopped.
     assert spec["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
+    # 4 gang restarts: when index 0 dies the other agents lose its store and fail too (3 pods per restart).
+    assert spec["backoffLimit"] == 12
     assert spec["template"]["spec"]["subdomain"] == f"{NAME}-train"
     assert spec["template"]["spec"]["containers"][0]["command"] == [
         "ftjob-train",

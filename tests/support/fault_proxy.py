@@ -61,10 +61,13 @@ class Match:
     method: str | None = None
     path: str | None = None
     query: Mapping[str, str | None] = field(default_factory=dict)
+    without: tuple[str, ...] = ()
+    """Query parameters that must be absent (`("watch",)`: every request but watches)."""
 
     def __call__(self, method: str, path: str, query: Mapping[str, str]) -> bool:
         return (
-            (self.method is None or self.method.upper() == method.upper())
+            not any(key in query for key in self.without)
+            and (self.method is None or self.method.upper() == method.upper())
             and (self.path is None or re.fullmatch(self.path, path) is not None)
             and all(k in query and (v is None or query[k] == v) for k, v in self.query.items())
         )
@@ -128,7 +131,10 @@ class Rule:
     action: Action
     times: int | None = 1
     """How many requests it takes; None: all of them."""
+    every: int = 1
+    """Takes only every `every`-th matching request (4: a quarter of them); the others pass it by."""
     hits: int = 0
+    seen: int = 0
 
 
 @dataclass
@@ -162,8 +168,8 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     # -- test controls (any thread) -------------------------------------------------------------------
-    def add(self, match: Match, action: Action, times: int | None = 1) -> Rule:
-        rule = Rule(match, action, times)
+    def add(self, match: Match, action: Action, times: int | None = 1, every: int = 1) -> Rule:
+        rule = Rule(match, action, times, every)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -241,6 +247,9 @@ class FaultProxy:
                 if (rule.times is None or rule.hits < rule.times) and rule.match(
                     record.method, record.path, record.query
                 ):
+                    rule.seen += 1
+                    if (rule.seen - 1) % rule.every:
+                        continue
                     rule.hits += 1
                     record.action = type(rule.action).__name__
                     return rule.action

@@ -27,8 +27,10 @@ def _synchronize() -> None:
 
 
 class ProgressCallback(TrainerCallback):
-    """Emits a progress record on every log step, and at least every `heartbeat_seconds` while training,
-    so the operator's status is never more than one poll interval behind.
+    """Emits a progress record on every log step, and at least every `heartbeat_seconds` while training.
+    The operator reads the log when the next record is due (operator/ftjob_operator/progress_schedule.py):
+    30 s between records is one log read and one status write per job per two 15 s polls, and the status
+    trails the trainer by about one poll.
 
     Tokens per second count the tokens that are not padding (`state.num_input_tokens_seen`, counted by
     `training.counting_trainer_class`), and only after the first `warmup_steps` optimiser steps of this
@@ -36,7 +38,7 @@ class ProgressCallback(TrainerCallback):
     loading, and would make the rate of a short run meaningless."""
 
     def __init__(
-        self, reporter: ProgressReporter, heartbeat_seconds: float = 20.0, warmup_steps: int = 1
+        self, reporter: ProgressReporter, heartbeat_seconds: float = 30.0, warmup_steps: int = 1
     ) -> None:
         self.reporter = reporter
         self.heartbeat_seconds = heartbeat_seconds
