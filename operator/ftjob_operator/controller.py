@@ -104,10 +104,13 @@ class Controller:
             thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Let the reconciles in flight finish (within `timeout` in all); queued ones are left to the next
+        operator, which lists everything again."""
         self._stop.set()
         self.queue.close()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- watch events ---------------------------------------------------------------------------------
     def finetunejob_event(self, kind: str | None, obj: JsonDict) -> None:

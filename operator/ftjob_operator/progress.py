@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ftjob.api.status import Progress
 from ftjob.contract import ProgressRecord
 
 from .conditions import parse_time
@@ -32,35 +33,34 @@ def estimate_eta(record: ProgressRecord, previous: JsonDict | None) -> int | Non
 
 
 def progress_status(record: ProgressRecord, previous: JsonDict | None) -> JsonDict:
-    """`status.progress` for a new record; the previous one supplies the rate and the last known loss."""
+    """`status.progress` for a new record; the previous one supplies the rate and the last known loss.
+
+    Built as the API's own `Progress` model and serialised once, so its field names and bounds are the
+    CRD's (the schema is generated from the same model)."""
     if previous and previous.get("updatedAt") == record.time and previous.get("step") == record.step:
         return previous  # the same record read again
     loss = record.loss if record.loss is not None else (previous or {}).get("loss")
-    out: JsonDict = {
-        "step": record.step,
-        "totalSteps": record.total_steps,
-        "epoch": record.epoch,
-        "percent": percent(record.step, record.total_steps),
-        "stage": record.stage,
-        "updatedAt": record.time,
-    }
-    eta = estimate_eta(record, previous)
-    if eta is not None:
-        out["etaSeconds"] = eta
-    if loss is not None:
-        out["loss"] = loss
-    if record.tokens_per_second is not None:
-        out["tokensPerSecond"] = record.tokens_per_second
-    return out
+    progress = Progress(
+        step=record.step,
+        total_steps=record.total_steps,
+        epoch=record.epoch,
+        percent=percent(record.step, record.total_steps),
+        stage=record.stage,
+        updated_at=record.time,
+        eta_seconds=estimate_eta(record, previous),
+        loss=loss if isinstance(loss, int | float) else None,
+        tokens_per_second=record.tokens_per_second,
+    )
+    return progress.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def finished_progress(previous: JsonDict | None) -> JsonDict:
     """Progress of a job that succeeded: whatever was last seen, completed."""
     out = dict(previous or {})
     total = out.get("totalSteps")
+    done = {"percent": 100, "eta_seconds": 0, "stage": "done"}
     if isinstance(total, int) and total > 0:
-        out["step"] = total
-    out["percent"] = 100
-    out["etaSeconds"] = 0
-    out["stage"] = "done"
+        done["step"] = total
+    # Only the fields that change, by the model's own names: a field a newer CRD added stays as it was.
+    out.update({Progress.model_fields[name].alias or name: value for name, value in done.items()})
     return out

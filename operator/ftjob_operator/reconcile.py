@@ -180,13 +180,6 @@ class Reconciler:
         job = self._read_job(namespace, job_name(name), fresh)
         pods, listed = self._pods(ftj, job, fresh)
         collector = self._collector(ftj, listed, fresh) if needs_collector(job, pods) else None
-        if (
-            not fresh
-            and self._cache is not None
-            and (needs_collector(job, pods) or self._job_vanished(old, job))
-        ):
-            # About to conclude from an absence (no pod left, no Job): the watch may just not have said yet.
-            return self._reconcile_once(namespace, name, read_progress, fresh=True)
         progress = self._progress(ftj, pods) if read_progress else None
         # The status is dated when what it describes was seen: a slow read must not date it (and the TTL
         # that runs from its final condition) in the past.
@@ -195,6 +188,8 @@ class Reconciler:
         status = derive_status(ftj, job, pods, progress, now, self._settings, collector, quota_block)
         actions = plan_actions(ftj, status, job, collector.job if collector else None)
         if not fresh and self._cache is not None and _irreversible(old, status, actions):
+            # Concluded from what the cache holds, perhaps from an absence (no pod left, no Job) the watch
+            # has not reported yet: decide again on what the API says now.
             return self._reconcile_once(namespace, name, read_progress, fresh=True)
 
         for action in actions:
@@ -390,10 +385,6 @@ class Reconciler:
     def _remember_job(self, job: JsonDict) -> JsonDict:
         """A Job this operator just wrote: newer than what the watch has delivered."""
         return self._cache.jobs.put(job) if self._cache is not None else job
-
-    @staticmethod
-    def _job_vanished(old: JsonDict, job: JsonDict | None) -> bool:
-        return job is None and bool(old.get("jobName"))
 
     def _pods(
         self, ftj: JsonDict, job: JsonDict | None, fresh: bool
