@@ -17,7 +17,6 @@ EXPECTED: Final[frozenset[Permission]] = frozenset(
         ("ftjob.dev", "finetunejobs", "get"),
         ("ftjob.dev", "finetunejobs", "list"),
         ("ftjob.dev", "finetunejobs", "watch"),
-        ("ftjob.dev", "finetunejobs", "patch"),
         ("ftjob.dev", "finetunejobs/status", "patch"),
         ("ftjob.dev", "finetunejobs/finalizers", "update"),
         ("ftjob.dev", "finetunejobpolicies", "get"),

@@ -95,8 +95,8 @@ app.kubernetes.io/part-of: ftjob
 Exactly what the operator does, no more (tests/helm/test_rbac.py has a real API server check it: as the
 operator's ServiceAccount each call succeeds, anything else is refused, and SelfSubjectRulesReview lists
 exactly these rules; the operator process runs with that account without a denial):
-- finetunejobs: get (reconcile reads the object); list, watch (kopf's watch); patch (kopf keeps its progress
-  and diff base in ftjob.dev/* annotations).
+- finetunejobs: get (a fresh read before an irreversible decision); list, watch (kopf's watch, which feeds the
+  operator's cache). No patch: kopf runs only watch-event handlers and writes nothing on the objects.
 - finetunejobs/status: patch (the operator's only write: a merge patch of status).
 - finetunejobs/finalizers: update: the trainer Job's ownerReference sets blockOwnerDeletion, which the
   OwnerReferencesPermissionEnforcement admission plugin allows only to who may update the owner's
@@ -104,14 +104,15 @@ exactly these rules; the operator process runs with that account without a denia
 - finetunejobpolicies: get (the namespace's GPU-hour budget; absent CRD or object: no budget);
   finetunejobpolicies/status: patch (the GPU-hour ledger). Never the spec: the guardrails' parameters are
   the platform's, and the operator's identity must not be able to loosen them.
-- jobs: get, create, patch (suspend), delete (a failed job's pod would hold its GPU); list, watch (kopf).
-- pods: list (the trainer pods of a Job), watch (kopf); pods/log: get (progress records).
+- jobs: get, create, patch (suspend), delete (a failed job's pod would hold its GPU); list (once at start-up,
+  and kopf's watch), watch (kopf).
+- pods: list (at start-up, a fresh read, kopf's watch), watch (kopf); pods/log: get (progress records).
 - events: create (core/v1 Events; kopf's own event posting is turned off).
 No Secrets, no ConfigMaps: credentials reach trainer pods as secretKeyRef, resolved by the kubelet. */}}
 {{- define "ftjob.rbacRules" -}}
 - apiGroups: ["ftjob.dev"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["ftjob.dev"]
   resources: ["finetunejobs/status"]
   verbs: ["patch"]
