@@ -62,7 +62,7 @@ def percentile(values: list[float], q: float) -> float:
 
 # -- the cluster ------------------------------------------------------------------------------------------
 @contextmanager
-def fresh_cluster(workdir: Path) -> Iterator[ControlPlane]:
+def fresh_cluster() -> Iterator[ControlPlane]:
     plane = start_control_plane()
     try:
         install_crd(plane.client())
@@ -343,9 +343,15 @@ def node_agent(plane: ControlPlane, logs: TrainerLogs) -> Iterator[Any]:
 
 
 def start_pods(
-    api: KubeClient, namespace: str, logs: TrainerLogs, expected: int, timeout: float = 600
+    api: KubeClient,
+    namespace: str,
+    logs: TrainerLogs,
+    expected: int,
+    jobs: set[str] | None = None,
+    timeout: float = 600,
 ) -> None:
-    """Bind every pod of the namespace to the node and mark it running (4 threads), until `expected` run."""
+    """Bind the namespace's pods (of the Jobs named in `jobs`, else all) to the node and mark them running
+    (4 threads), until `expected` run."""
     from tests.support.kube_actors import bind_pod, pod_running
 
     deadline = time.monotonic() + timeout
@@ -356,17 +362,18 @@ def start_pods(
         pod_running(api, pod)
         logs.started[(namespace, pod["metadata"]["name"])] = time.time()
 
+    def wanted(pod: JsonDict) -> bool:
+        job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name")
+        return (namespace, pod["metadata"]["name"]) not in logs.started and (jobs is None or job in jobs)
+
     while len(logs.started) < expected:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(logs.started)} of {expected} pods started")
-        pods = [
-            p
-            for p in api.list_items(path(CORE, "pods", namespace))
-            if (namespace, p["metadata"]["name"]) not in logs.started
-        ]
+        pods = [p for p in api.list_items(path(CORE, "pods", namespace)) if wanted(p)]
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(start, pods))
-        time.sleep(1)
+        if len(logs.started) < expected:
+            time.sleep(1)
 
 
 def operator_requests(port: int) -> Counter[str]:
@@ -389,7 +396,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
     poll interval, its CPU, and what the idle ones cost (nothing, it should be)."""
     interval = args.interval
     logs = TrainerLogs(cadence=args.cadence)
-    with fresh_cluster(args.workdir) as plane, node_agent(plane, logs):
+    with fresh_cluster() as plane, node_agent(plane, logs):
         api = plane.client()
         namespace = "steady"
         make_namespace(api, namespace)
@@ -512,7 +519,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
     """`jobs` FineTuneJobs with their Jobs and pods (half of the pods running and printing progress): peak
     RSS while they arrive and are polled, and of a restarted operator that lists them all at start-up."""
     logs = TrainerLogs(cadence=args.cadence)
-    with fresh_cluster(args.workdir) as plane, node_agent(plane, logs):
+    with fresh_cluster() as plane, node_agent(plane, logs):
         api = plane.client()
         namespace = "memory"
         make_namespace(api, namespace)
@@ -527,7 +534,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
             wait_statuses(api, namespace, args.jobs)
             # Half of them running, the others' pods Pending (no scheduler binds them).
             running = args.jobs // 2
-            start_pods_of(api, namespace, logs, [f"{n}-train" for n in names[:running]])
+            start_pods(api, namespace, logs, running, jobs={f"{n}-train" for n in names[:running]})
             time.sleep(3 * 15)  # three progress polls
             objects = {
                 "finetunejobs": len(api.list_items(path(FTJ, "finetunejobs", namespace))),
@@ -558,25 +565,6 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
         }
 
 
-def start_pods_of(api: KubeClient, namespace: str, logs: TrainerLogs, jobs: list[str]) -> None:
-    from tests.support.kube_actors import bind_pod, pod_running
-
-    wanted = set(jobs)
-    pods = [
-        p
-        for p in api.list_items(path(CORE, "pods", namespace))
-        if (p["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") in wanted
-    ]
-
-    def start(pod: JsonDict) -> None:
-        bind_pod(api, pod)
-        pod_running(api, pod)
-        logs.started[(namespace, pod["metadata"]["name"])] = time.time()
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(start, pods))
-
-
 def summarize_memory(result: dict[str, Any]) -> str:
     objects = result["objects"]
     return "\n".join(
@@ -597,7 +585,7 @@ def backpressure(args: argparse.Namespace) -> dict[str, Any]:
     is not a watch while `jobs` FineTuneJobs arrive; then the 429s stop and `jobs` more arrive."""
     from tests.support.fault_proxy import FaultProxy, Match, Reply
 
-    with fresh_cluster(args.workdir) as plane:
+    with fresh_cluster() as plane:
         api = plane.client()
         namespace = "backpressure"
         make_namespace(api, namespace)
@@ -692,7 +680,7 @@ def summarize_backpressure(result: dict[str, Any]) -> str:
 
 # -- scenario: burst ------------------------------------------------------------------------------------
 def burst_once(variant: str, jobs: int, workdir: Path) -> dict[str, Any]:
-    with fresh_cluster(workdir) as plane:
+    with fresh_cluster() as plane:
         api = plane.client()
         namespace = "burst"
         make_namespace(api, namespace)

@@ -79,14 +79,11 @@ class Reconciler:
         *,
         cache: ClusterCache | None = None,
         events: EventRecorder | None = None,
-        defer_record: Callable[[tuple[str, str]], bool] | None = None,
     ) -> None:
         self._kube = kube
         self._cache = cache
         self._events = events
-        # Asked right after a Job was created: True when the status write should wait (the callee queues the
-        # FineTuneJob again), because more FineTuneJobs wait for their Jobs. Create before record holds.
-        self._defer_record = defer_record
+        self._defer_record: Callable[[tuple[str, str]], bool] | None = None
         self._settings = settings
         self._metrics = metrics or Metrics()
         self._clock = clock
@@ -103,6 +100,8 @@ class Reconciler:
         self._log_reads: dict[tuple[str, str], LogReads] = {}
 
     def set_defer_record(self, defer: Callable[[tuple[str, str]], bool]) -> None:
+        """Asked right after a Job was created: True when the status write should wait (the callee queues the
+        FineTuneJob again), because more FineTuneJobs wait for their Jobs. Create before record holds."""
         self._defer_record = defer
 
     @contextmanager
