@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,38 +33,70 @@ sys.path.insert(0, str(HERE))
 
 from train_speed import _project_step, _stream, build_assets, loss_agreement, manifest_figures  # noqa: E402
 
+RUNS: dict[str, dict[str, Any]] = {
+    "1-gpu": {"processes": 1},
+    "2-gpu": {"processes": 2, "strategy": "ddp"},
+    "2-gpu-fsdp": {"processes": 2, "strategy": "fsdp"},
+    # autoTune on, the spec's strategy left to the trainer, and a memory limit under what a replicated
+    # 4-bit 7B needs at the least: the trainer must pick FSDP by itself.
+    "2-gpu-auto-capped": {"processes": 2, "strategy": "auto", "autoTune": True, "limitGiB": 4.5},
+    # Starts from 2-gpu-fsdp's checkpoint at half the steps (a copy of its checkpoints under a new output
+    # prefix, onExisting: Resume): its losses after the checkpoint must be the uninterrupted run's.
+    "2-gpu-fsdp-resumed": {"processes": 2, "strategy": "fsdp", "resumeFrom": "2-gpu-fsdp"},
+}
+
 
 def spec(
-    paths: dict[str, Path], root: Path, name: str, steps: int, gpus: int, accumulation: int
+    paths: dict[str, Path],
+    root: Path,
+    name: str,
+    steps: int,
+    gpus: int,
+    accumulation: int,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    options = options or {}
+    training: dict[str, Any] = {
+        "maxSteps": steps,
+        "loggingSteps": 1,
+        "perDeviceBatchSize": 4,
+        "gradientAccumulationSteps": accumulation,
+        "autoTune": bool(options.get("autoTune", False)),
+        "gradientCheckpointing": True,
+    }
+    if options.get("limitGiB"):
+        training["gpuMemoryLimitGib"] = options["limitGiB"]
+    resources: dict[str, Any] = {"gpus": gpus}
+    output: dict[str, Any] = {"uri": f"file://{root / name / 'out'}/"}
+    if options.get("resumeFrom"):
+        output["onExisting"] = "Resume"
+    if options.get("strategy") and gpus > 1:
+        resources["distributedStrategy"] = options["strategy"]
     return {
         "baseModel": {"uri": str(paths["model"])},
         "data": {"trainUri": f"file://{paths['train']}", "validationUri": f"file://{paths['validation']}"},
-        "output": {"uri": f"file://{root / name / 'out'}/"},
-        "resources": {"gpus": gpus},
-        "training": {
-            "maxSteps": steps,
-            "loggingSteps": 1,
-            "perDeviceBatchSize": 4,
-            "gradientAccumulationSteps": accumulation,
-            "autoTune": False,
-            "gradientCheckpointing": True,
-        },
-        "checkpointing": {"everySteps": steps},
+        "output": output,
+        "resources": resources,
+        "training": training,
+        "checkpointing": {"everySteps": max(1, steps // 2)},
         "evaluation": {"maxSamples": 1, "maxNewTokens": 4, "compareWithBase": False},
     }
 
 
-def run(
-    paths: dict[str, Path], root: Path, name: str, args: argparse.Namespace, processes: int
-) -> dict[str, Any]:
+def run(paths: dict[str, Path], root: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
     from ftjob import contract
 
+    options = RUNS[name]
+    processes = int(options["processes"])
+    if options.get("resumeFrom"):
+        copy_checkpoints(root / options["resumeFrom"] / "out", root / name / "out", args.steps // 2)
     accumulation = 4 // processes
     env = dict(os.environ)
     env.update(
         {
-            contract.ENV_SPEC: json.dumps(spec(paths, root, name, args.steps, processes, accumulation)),
+            contract.ENV_SPEC: json.dumps(
+                spec(paths, root, name, args.steps, processes, accumulation, options)
+            ),
             contract.ENV_WORKDIR: str(root / name / "work"),
             contract.ENV_TERMINATION_LOG: str(root / name / "termination-log"),
             contract.ENV_NAME: f"bench-{name}",
@@ -92,27 +125,61 @@ def run(
     if code != 0 or not manifest_path.exists():
         result["logTail"] = log.read_text()[-4000:]
         return result
-    result.update(manifest_figures(json.loads(manifest_path.read_text()), root / name))
+    manifest = json.loads(manifest_path.read_text())
+    result.update(manifest_figures(manifest, root / name))
+    distributed = manifest.get("resolved", {}).get("distributed") or {}
+    result["strategy"] = distributed.get("strategy", "single")
+    result["strategyReason"] = distributed.get("strategyReason")
     return result
+
+
+def copy_checkpoints(source: Path, target: Path, upto: int) -> None:
+    """The source run's owner record and checkpoints up to step `upto`, as a preempted run leaves them."""
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "checkpoints").mkdir(parents=True)
+    shutil.copy(source / "run.json", target / "run.json")
+    for entry in (source / "checkpoints").iterdir():
+        step = entry.name.removeprefix("checkpoint-")
+        if step.isdigit() and int(step) > upto:
+            continue
+        copy = shutil.copytree if entry.is_dir() else shutil.copy
+        copy(entry, target / "checkpoints" / entry.name)
+
+
+def resume_agreement(results: dict[str, Any], steps: int) -> dict[str, Any]:
+    """Losses of the resumed run after its checkpoint against the uninterrupted run's at the same steps."""
+    out: dict[str, Any] = {}
+    for name, options in RUNS.items():
+        source = options.get("resumeFrom")
+        if name in results["runs"] and source in results["runs"]:
+            after = steps // 2
+            out[f"{source} vs {name}, steps {after + 1}-{steps}"] = loss_agreement(
+                results["runs"][source].get("losses", [])[after:],
+                results["runs"][name].get("losses", [])[after:],
+            )
+    return out
 
 
 def table(results: dict[str, Any]) -> str:
     one = results["runs"].get("1-gpu", {})
     two = results["runs"].get("2-gpu", {})
     rows = [
-        "| run | processes | non-pad tokens/s (all GPUs) | per GPU | vs 1 GPU | peak GiB per GPU | s/step | first step (s) | tokens trained |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | processes | strategy | non-pad tokens/s (all GPUs) | per GPU | vs first run | peak GiB per GPU | s/step | first step (s) | tokens trained |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    base = one.get("nonPadTokensPerSecond")
+    first = next(iter(results["runs"].values()), {})
+    base = first.get("nonPadTokensPerSecond")
     for name, r in results["runs"].items():
         rate = r.get("nonPadTokensPerSecond")
         per = round(rate / r["processes"], 1) if rate else None
         ratio = f"{rate / base:.2f}x" if rate and base else "-"
         if r.get("exitCode"):
-            rows.append(f"| {name} | {r['processes']} | FAILED (exit {r['exitCode']}) | | | | | | |")
+            rows.append(f"| {name} | {r['processes']} | | FAILED (exit {r['exitCode']}) | | | | | | |")
             continue
         rows.append(
-            f"| {name} | {r['processes']} | {rate} | {per} | {ratio} | {r.get('peakAllocatedGiB')} | "
+            f"| {name} | {r['processes']} | {r.get('strategy')} | {rate} | {per} | {ratio} | "
+            f"{r.get('peakAllocatedGiB')} | "
             f"{r.get('secondsPerStep')} | {r.get('timeToFirstStepSeconds')} | {r.get('tokensTrained')} |"
         )
     lines = [
@@ -120,11 +187,31 @@ def table(results: dict[str, Any]) -> str:
         "",
     ]
     lines += rows
-    if base and two.get("nonPadTokensPerSecond"):
-        efficiency = two["nonPadTokensPerSecond"] / (2 * base)
+    if one.get("nonPadTokensPerSecond") and two.get("nonPadTokensPerSecond"):
+        efficiency = two["nonPadTokensPerSecond"] / (2 * one["nonPadTokensPerSecond"])
         lines += ["", f"Scaling efficiency: {efficiency:.2f} (2-GPU rate / twice the 1-GPU rate)."]
-    lines += ["", f"Loss agreement per optimiser step: {json.dumps(results.get('lossAgreement', {}))}"]
+    for name, r in results["runs"].items():
+        if r.get("strategyReason"):
+            lines += ["", f"{name}: strategy {r['strategy']}: {r['strategyReason']}"]
+    for pair, agreement in results.get("lossAgreement", {}).items():
+        lines += ["", f"Loss agreement per optimiser step, {pair}: {json.dumps(agreement)}"]
     return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict[str, Any], first_name: str, args: argparse.Namespace, root: Path) -> str:
+    first_run = results["runs"][first_name]
+    results["lossAgreement"] = {
+        f"{first_name} vs {name}": loss_agreement(first_run.get("losses", []), r.get("losses", []))
+        for name, r in results["runs"].items()
+        if name != first_name
+    }
+    results["lossAgreement"].update(resume_agreement(results, args.steps))
+    text = table(results)
+    for folder in {root, args.results} - {None}:
+        assert folder is not None
+        (folder / "results.json").write_text(json.dumps(results, indent=2))
+        (folder / "results.md").write_text(text)
+    return text
 
 
 def main() -> int:
@@ -137,6 +224,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--timeout", type=float, default=280.0)
+    parser.add_argument("--keep-going", action="store_true", help="run the rest after a failed run")
+    parser.add_argument(
+        "--runs", default="1-gpu,2-gpu", help=f"comma-separated, in order, of: {', '.join(RUNS)}"
+    )
     parser.add_argument("--results", type=Path)
     args = parser.parse_args()
     import torch
@@ -154,18 +245,22 @@ def main() -> int:
         "steps": args.steps,
         "runs": {},
     }
-    for name, processes in (("1-gpu", 1), ("2-gpu", 2)):
+    names = [n.strip() for n in args.runs.split(",") if n.strip()]
+    if not names:
+        parser.error("--runs names no run")
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        parser.error(f"unknown runs {unknown}; known: {list(RUNS)}")
+    for name in names:
         started = time.monotonic()
-        results["runs"][name] = run(paths, root, name, args, processes)
+        results["runs"][name] = run(paths, root, name, args)
         print(f"{name}: {time.monotonic() - started:.0f}s", flush=True)
-    one, two = results["runs"]["1-gpu"], results["runs"]["2-gpu"]
-    results["lossAgreement"] = loss_agreement(one.get("losses", []), two.get("losses", []))
-    text = table(results)
+        # After every run: a command cut short by the device's time limit keeps the runs that finished.
+        text = write_results(results, names[0], args, root)
+        if results["runs"][name].get("exitCode") and not args.keep_going:
+            print(f"{name} failed: the remaining runs are skipped (--keep-going runs them)", flush=True)
+            break
     print(text)
-    for folder in {root, args.results} - {None}:
-        assert folder is not None
-        (folder / "results.json").write_text(json.dumps(results, indent=2))
-        (folder / "results.md").write_text(text)
     return 0
 
 

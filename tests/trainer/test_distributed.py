@@ -83,6 +83,7 @@ def test_two_processes_train_and_only_rank_0_writes(
         "processesPerNode": 2,
         "backend": "gloo",
         "strategy": "ddp",
+        "strategyReason": "no CUDA device: DDP over gloo (FSDP needs GPUs)",
     }
     assert manifest["resolved"]["effectiveBatchSize"] == 4
     assert manifest["resolved"]["totalSteps"] == 4 and manifest["resolved"]["stepsDone"] == 4

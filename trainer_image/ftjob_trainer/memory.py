@@ -186,6 +186,17 @@ def estimate_peak(shape: ModelShape, *, static: int, trainable: int, tokens: int
     return static + 12 * trainable + kept + rebuilt + head
 
 
+def memory_budget(*, static: int, free: int, limit: int | None) -> tuple[int, str]:
+    """Bytes training may allocate on the GPU, and where the figure comes from: what is allocated plus what
+    is free, less a margin, or the spec's limit where that is lower."""
+    margin_bytes, margin_fraction = FREE_MEMORY_MARGIN
+    available = static + free
+    budget = int(available - margin_bytes - margin_fraction * available)
+    if limit is not None and int(limit * (1 - LIMIT_MARGIN)) < budget:
+        return int(limit * (1 - LIMIT_MARGIN)), f"the {limit / GIB:.1f} GiB limit"
+    return budget, "free GPU memory"
+
+
 def plan_memory(
     *,
     shape: ModelShape,
@@ -220,13 +231,7 @@ def plan_memory(
     )
     if not auto or free is None:
         return given
-    margin_bytes, margin_fraction = FREE_MEMORY_MARGIN
-    available = static + free
-    budget = int(available - margin_bytes - margin_fraction * available)
-    limited = limit is not None and int(limit * (1 - LIMIT_MARGIN)) < budget
-    if limit is not None and limited:
-        budget = int(limit * (1 - LIMIT_MARGIN))
-    source = f"the {limit / GIB:.1f} GiB limit" if limit is not None and limited else "free GPU memory"
+    budget, source = memory_budget(static=static, free=free, limit=limit)
 
     def peak(micro: int, recomputed: int) -> int:
         tokens = worst_micro_batch_tokens(lengths, micro, padding_free=padding_free)

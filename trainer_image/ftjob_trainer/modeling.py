@@ -206,18 +206,16 @@ def load_tokenizer(model_dir: Path, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
-def load_model(
+def load_base_model(
     model_dir: Path,
     plan: TrainingPlan,
     peft: PeftSpec,
     *,
     trust_remote_code: bool,
-    gradient_checkpointing: bool,
     attention: str | None = None,
 ) -> Any:
-    """The base model wrapped with fresh LoRA adapters, ready for training."""
+    """The base model as training loads it (QLoRA: quantised to 4 bits on this process's GPU)."""
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = getattr(torch, plan.dtype)
@@ -227,19 +225,43 @@ def load_model(
     if plan.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(**quantization_kwargs(peft, plan.dtype))
         # The process's own GPU: with several processes (torchrun) that is LOCAL_RANK's, selected by
-        # distributed.Distributed.init before anything touched CUDA; the 4-bit base is replicated per GPU.
+        # distributed.Distributed.init before anything touched CUDA. With FSDP each GPU keeps only its share
+        # once the trainer wraps the model.
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigInvalid(f"cannot load the base model: {exc}") from exc
-    if plan.method == "qlora":
+
+
+def add_adapters(
+    model: Any, plan: TrainingPlan, peft: PeftSpec, *, gradient_checkpointing: bool, sharded: bool = False
+) -> Any:
+    """The base model wrapped with fresh LoRA adapters, ready for training.
+
+    `sharded` (FSDP): the frozen weights stay in the training dtype. peft's preparation for 4-bit training
+    upcasts norms and embeddings to fp32, and FSDP cuts each decoder layer's weights as one flat bf16
+    tensor, which needs one dtype."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if plan.method == "qlora" and not sharded:
         # Upcasts norms/embeddings to fp32 and enables input grads for checkpointing through frozen 4-bit layers.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.enable_input_require_grads()
     model.config.use_cache = False  # incompatible with gradient checkpointing; re-enabled for generation
     return get_peft_model(model, LoraConfig(**lora_config_kwargs(peft)))
+
+
+def load_tuned_model(
+    model_dir: Path, adapter_dir: Path, plan: TrainingPlan, peft: PeftSpec, *, trust_remote_code: bool
+) -> Any:
+    """The base model as training loaded it, with the saved adapter: what rank 0 generates answers with
+    when training sharded the model (no process alone holds it whole)."""
+    from peft import PeftModel
+
+    base = load_base_model(model_dir, plan, peft, trust_remote_code=trust_remote_code, attention="sdpa")
+    return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
 
 def set_attention(model: Any, attention: str) -> bool:

@@ -25,6 +25,7 @@ from .evaluation.report import (
     write_report,
 )
 from .evaluation.samples import EvalSample, select_samples
+from .modeling import load_tuned_model
 from .progress import TaskProgress
 from .run_context import RunContext
 from .stage_train import Trained
@@ -73,6 +74,8 @@ def _answers_and_report(
     spec = ctx.spec.evaluation
     trainer, model = trained.trainer, trained.model
     tuned_loss, base_loss = loss_pair
+    if trained.strategy.sharded:
+        model = _whole_tuned_model(ctx, trained)
 
     samples = select_samples(prepared.validation_path, spec.max_samples, ctx.spec.training.seed)
     references = [s.reference for s in samples]
@@ -134,6 +137,21 @@ def _answers_and_report(
         ", ".join(f"{model_name} {count}/{len(samples)}" for model_name, count in truncated.items()),
     )
     return results
+
+
+def _whole_tuned_model(ctx: RunContext, trained: Trained) -> Any:
+    """FSDP left each process only its share of the weights, and generating alone on rank 0 cannot gather
+    the others' (they wait at a barrier). Rank 0 loads the base again with the adapter it saved: the very
+    files the run publishes."""
+    torch.cuda.empty_cache()
+    log.info("training sharded the model: loading the base model with the saved adapter to generate answers")
+    return load_tuned_model(
+        trained.model_dir,
+        ctx.outputs.adapter,
+        trained.plan,
+        ctx.spec.peft,
+        trust_remote_code=ctx.spec.base_model.trust_remote_code,
+    )
 
 
 def _generate(

@@ -11,23 +11,35 @@ from typing import Any, cast
 
 import torch
 
+from ftjob.api.peft import ALL_LINEAR
+
 from .base_model import ResolvedModel
 from .data import PreparedData
 from .distributed import mark_agreed
 from .errors import Interrupted
-from .memory import GIB, MemoryPlan, ModelShape, plan_memory
+from .memory import GIB, MemoryPlan, ModelShape, estimate_peak, memory_budget, plan_memory
 from .modeling import (
     Hardware,
     SpeedPlan,
     TrainingPlan,
+    add_adapters,
     flex_attention_importable,
     liger_importable,
-    load_model,
+    load_base_model,
     plan_speed,
     plan_training,
     set_attention,
 )
+from .parallelism import (
+    Strategy,
+    choose_strategy,
+    decoder_layer_classes,
+    fsdp_config,
+    lora_parameter_count,
+    weight_bytes,
+)
 from .run_context import RunContext
+from .sharded_adapter import expected_adapter_keys, verify_adapter
 from .training import (
     build_dataset,
     counting_trainer_class,
@@ -47,6 +59,9 @@ class Trained:
     trainer: Any
     model: Any
     plan: TrainingPlan
+    strategy: Strategy
+    model_dir: Path
+    """The base model's folder (evaluation reloads it when training sharded the model)."""
     train_loss: float | None
     resolved: dict[str, Any]
     tokens_trained: int | None
@@ -82,14 +97,6 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
     for note in speed.notes:
         log.info("%s", note)
 
-    model = load_model(
-        model_source.path,
-        plan,
-        spec.peft,
-        trust_remote_code=spec.base_model.trust_remote_code,
-        gradient_checkpointing=spec.training.gradient_checkpointing,
-        attention=speed.attention,
-    )
     train_ds, eval_ds = (
         build_dataset(
             split,
@@ -100,10 +107,28 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
         )
         for split in (prepared.train_path, prepared.validation_path)
     )
-
-    # Rank 0's choice for every rank: DDP needs the same micro-batches and accumulation everywhere.
-    memory = ctx.dist.broadcast(choose_memory_plan(ctx, model, sequence_lengths(train_ds), speed, hardware))
-    distributed = describe_distributed(ctx, plan.method)
+    lengths = sequence_lengths(train_ds)
+    base = load_base_model(
+        model_source.path,
+        plan,
+        spec.peft,
+        trust_remote_code=spec.base_model.trust_remote_code,
+        attention=speed.attention,
+    )
+    # Rank 0's choices for every rank: the processes must shard alike, and DDP needs the same micro-batches
+    # and accumulation everywhere.
+    strategy = ctx.dist.broadcast(choose_parallelism(ctx, base, lengths, hardware))
+    model = add_adapters(
+        base,
+        plan,
+        spec.peft,
+        gradient_checkpointing=spec.training.gradient_checkpointing,
+        sharded=strategy.sharded,
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapter_keys = expected_adapter_keys(model.named_parameters())
+    memory = ctx.dist.broadcast(choose_memory_plan(ctx, model, lengths, speed, hardware, strategy))
+    distributed = describe_distributed(ctx, plan.method, strategy)
     log.info(
         "speed: %s attention, %s, %s; micro-batch %d x %d accumulation, %s (%s)",
         speed.attention,
@@ -139,6 +164,7 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
             speed=speed,
             memory=memory,
             ddp_timeout=ctx.dist.timeout_seconds if ctx.dist.enabled else None,
+            fsdp=fsdp_config(decoder_layer_classes(model)) if strategy.sharded else None,
         )
     )
     trainer = counting_trainer_class()(
@@ -184,7 +210,9 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
 
     # Every rank calls save_model (transformers writes on rank 0 only, and joins the ranks where it must).
     trainer.save_model(str(ctx.outputs.adapter))
-    ctx.dist.on_main("saving the adapter", lambda: finish_adapter(tokenizer, ctx.outputs.adapter))
+    ctx.dist.on_main(
+        "saving the adapter", lambda: finish_adapter(tokenizer, ctx.outputs.adapter, adapter_keys)
+    )
 
     resolved = {
         "method": plan.method,
@@ -198,7 +226,8 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
         * spec.training.gradient_accumulation_steps
         * ctx.dist.world_size,
         "trainSequences": len(cast(Sized, trainer.train_dataset)),
-        "trainableParameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        # Counted before training: FSDP replaces the parameters with shards of flat tensors.
+        "trainableParameters": trainable,
         "speed": {**speed.describe(), **memory.describe(), "packing": spec.training.packing},
         "throughput": progress.throughput(),
     }
@@ -210,32 +239,37 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
         trainer=trainer,
         model=model,
         plan=plan,
+        strategy=strategy,
+        model_dir=model_source.path,
         train_loss=train_loss,
         resolved=resolved,
         tokens_trained=int(trainer.state.num_input_tokens_seen or 0) or None,
     )
 
 
-def finish_adapter(tokenizer: Any, adapter_dir: Path) -> None:
+def finish_adapter(tokenizer: Any, adapter_dir: Path, expected_keys: set[str]) -> None:
+    tensors = verify_adapter(adapter_dir, expected_keys)
+    log.info("adapter saved: %d LoRA tensors, all present", tensors)
     tokenizer.save_pretrained(str(adapter_dir))
     # A pickled TrainingArguments is no use to anyone loading the adapter.
     (adapter_dir / "training_args.bin").unlink(missing_ok=True)
 
 
-def describe_distributed(ctx: RunContext, method: str) -> dict[str, Any] | None:
-    """How several processes train (None for one), logged and recorded in the manifest. Data parallel
-    (DDP): each process holds the whole model (for QLoRA the 4-bit base, replicated on every GPU) and
-    trains on its share of every batch; gradients of the adapter are averaged. Sharding the 4-bit base
-    (FSDP) is not supported."""
+def describe_distributed(ctx: RunContext, method: str, strategy: Strategy) -> dict[str, Any] | None:
+    """How several processes train (None for one), logged and recorded in the manifest. DDP: each process
+    holds the whole model (for QLoRA the 4-bit base, replicated on every GPU) and trains on its share of
+    every batch; gradients of the adapter are averaged. FSDP: the same shares of every batch, with the
+    weights sharded across the processes (parallelism.py)."""
     dist = ctx.dist
     if not dist.enabled:
         return None
-    strategy = "ddp" if method == "lora" else "ddp (4-bit base replicated per GPU)"
-    described = dist.describe(dist.backend(), strategy)
+    described = dist.describe(dist.backend(), strategy.label(method))
+    described["strategyReason"] = strategy.reason
     training = ctx.spec.training
     log.info(
-        "data parallel over %d processes (%d nodes x %d), %s backend: %d sequences per optimiser step "
-        "(%d per micro-batch x %d accumulation x %d processes)",
+        "%s over %d processes (%d nodes x %d), %s backend: %d sequences per optimiser step "
+        "(%d per micro-batch x %d accumulation x %d processes); %s",
+        strategy.name.upper(),
         dist.world_size,
         dist.nodes,
         dist.local_world_size,
@@ -244,19 +278,53 @@ def describe_distributed(ctx: RunContext, method: str) -> dict[str, Any] | None:
         training.per_device_batch_size,
         training.gradient_accumulation_steps,
         dist.world_size,
+        strategy.reason,
     )
     return described
 
 
+def choose_parallelism(ctx: RunContext, base: Any, lengths: list[int], hardware: Hardware) -> Strategy:
+    """DDP or FSDP (parallelism.choose_strategy) from the loaded base model and the GPU's memory: what a
+    replicated model needs at the least (micro-batch 1, every layer recomputed) against the budget."""
+    spec = ctx.spec
+    training = spec.training
+    replicated = budget = None
+    sharded_bytes = weight_bytes(base.parameters())
+    if hardware.cuda and ctx.dist.enabled:
+        static = int(torch.cuda.memory_allocated())
+        free = int(torch.cuda.mem_get_info()[0])
+        limit = training.gpu_memory_limit_gib
+        budget, _ = memory_budget(static=static, free=free, limit=int(limit * GIB) if limit else None)
+        shape = ModelShape.of(base.config)
+        tokens = training.max_seq_length if training.packing else max(lengths, default=0)
+        replicated = estimate_peak(
+            shape,
+            static=static,
+            trainable=lora_parameter_count(base, spec.peft.target_modules, spec.peft.r, ALL_LINEAR),
+            tokens=tokens,
+            recomputed=shape.layers if training.gradient_checkpointing else 0,
+        )
+    return choose_strategy(
+        requested=spec.resources.distributed_strategy,
+        world_size=ctx.dist.world_size,
+        cuda=hardware.cuda,
+        replicated_peak=replicated,
+        sharded_bytes=sharded_bytes,
+        budget=budget,
+    )
+
+
 def choose_memory_plan(
-    ctx: RunContext, model: Any, lengths: list[int], speed: SpeedPlan, hardware: Hardware
+    ctx: RunContext, model: Any, lengths: list[int], speed: SpeedPlan, hardware: Hardware, strategy: Strategy
 ) -> MemoryPlan:
-    """Micro-batch and recomputed layers from what the loaded model holds and what the GPU has free."""
+    """Micro-batch and recomputed layers from what the loaded model holds and what the GPU has free (with
+    FSDP: what it will hold once sharded, which frees the other processes' shares of the weights)."""
     training = ctx.spec.training
     static = free = None
     if hardware.cuda:
-        static = int(torch.cuda.memory_allocated())
-        free = int(torch.cuda.mem_get_info()[0])
+        saved = strategy.bytes_saved_per_gpu()
+        static = int(torch.cuda.memory_allocated()) - saved
+        free = int(torch.cuda.mem_get_info()[0]) + saved
     limit = training.gpu_memory_limit_gib
     if training.packing:
         # Packed rows are filled up to maxSeqLength whatever the examples' lengths.

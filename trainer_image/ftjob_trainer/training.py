@@ -15,6 +15,9 @@ from .base_model import sha256_file
 from .chat_masks import tokenize_chat
 from .memory import MemoryPlan
 from .modeling import SpeedPlan, TrainingPlan
+from .sharded_adapter import load_sharded_adapter, save_sharded_adapter
+
+FSDP_MODEL_FILE = "pytorch_model_fsdp.bin"
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,14 @@ def sft_config_kwargs(
     speed: SpeedPlan | None = None,
     memory: MemoryPlan | None = None,
     ddp_timeout: int | None = None,
+    fsdp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Arguments of trl.SFTConfig (pure). The datasets passed to the trainer are already tokenized, with
     an `assistant_masks` column that is all ones when the loss covers every token.
 
     `speed` (attention, padding-free batches, kernels, optimiser) and `memory` (micro-batch, recomputation)
-    are what the trainer chose for the hardware; without them the spec's values run as given."""
+    are what the trainer chose for the hardware; without them the spec's values run as given. `fsdp`: the
+    model is sharded across the processes with this `fsdp_config` (parallelism.fsdp_config)."""
     training = spec.training
     schedule = plan_schedule(spec)
     micro = memory.micro_batch if memory else training.per_device_batch_size
@@ -121,6 +126,9 @@ def sft_config_kwargs(
         # so DDP need not search the graph for unused ones (and must not: gradient checkpointing forbids it).
         kwargs["ddp_find_unused_parameters"] = False
         kwargs["ddp_timeout"] = ddp_timeout
+    if fsdp is not None:
+        kwargs["fsdp"] = True
+        kwargs["fsdp_config"] = fsdp
     if speed is not None:
         kwargs["optim"] = speed.optimizer
         kwargs["use_liger_kernel"] = speed.liger
@@ -142,6 +150,10 @@ def real_tokens(inputs: Mapping[str, Any]) -> int:
     return int(ids.numel()) if ids is not None else 0
 
 
+def _no_model_copy(*args: Any, **kwargs: Any) -> None:
+    """Stands in for accelerate's save_fsdp_model while a sharded run saves a checkpoint."""
+
+
 def counting_trainer_class() -> type:
     """trl's SFTTrainer, counting into `state.num_input_tokens_seen` only the tokens that are not padding
     (kept in checkpoints, so a resumed run goes on counting)."""
@@ -159,6 +171,60 @@ def counting_trainer_class() -> type:
                 tokens = int(total.item())
             self.state.num_input_tokens_seen = int(self.state.num_input_tokens_seen or 0) + tokens
             return super().training_step(model, inputs, num_items_in_batch)
+
+        # Sharded (FSDP): the adapter is saved and restored by sharded_adapter, not by accelerate's
+        # state-dict path, which wrote adapters without their LoRA weights (see that module).
+
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            if not self.is_fsdp_enabled:
+                super().save_model(output_dir, _internal_call)
+                return
+            target = Path(output_dir or str(self.args.output_dir))
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            save_sharded_adapter(self.model_wrapped, unwrapped, target, is_main=self.args.should_save)
+            if self.args.should_save and self.processing_class is not None:
+                self.processing_class.save_pretrained(str(target))
+
+        def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+            if not self.is_fsdp_enabled:
+                super()._save_optimizer_and_scheduler(output_dir)
+                return
+            # transformers also saves the model through accelerate here: a full state dict gathered on rank
+            # 0's host (every base weight, 6.7 s per checkpoint for a 7B model on the H200 run; a 70B one
+            # would need 35 GB of host memory), which peft then filters down to nothing. The adapter saved
+            # by save_model is the checkpoint's model; only the optimiser, scheduler and RNG states remain.
+            import transformers.trainer as hf_trainer
+
+            original = getattr(hf_trainer, "save_fsdp_model", None)
+            if original is not None:
+                hf_trainer.save_fsdp_model = _no_model_copy  # type: ignore[attr-defined]
+            try:
+                super()._save_optimizer_and_scheduler(output_dir)
+            finally:
+                if original is not None:
+                    hf_trainer.save_fsdp_model = original  # type: ignore[attr-defined]
+            if self.args.should_save:
+                (Path(output_dir) / FSDP_MODEL_FILE).unlink(missing_ok=True)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            if not self.is_fsdp_enabled:
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+                return
+            loaded = load_sharded_adapter(model or self.model_wrapped, Path(resume_from_checkpoint))
+            self.log_adapter_restored(loaded, resume_from_checkpoint)
+
+        def _load_best_model(self) -> None:
+            if not self.is_fsdp_enabled:
+                super()._load_best_model()
+                return
+            best = str(self.state.best_model_checkpoint)
+            self.log_adapter_restored(load_sharded_adapter(self.model_wrapped, Path(best)), best)
+
+        @staticmethod
+        def log_adapter_restored(loaded: int, checkpoint: str) -> None:
+            import logging
+
+            logging.getLogger("ftjob.trainer").info("restored %d LoRA tensors from %s", loaded, checkpoint)
 
     return CountingTrainer
 

@@ -43,6 +43,14 @@ class ResourcesSpec(ApiModel):
     nodes: int = Field(default=1, ge=1, le=MAX_NODES)
     """Trainer pods (nodes) training together. Above 1, the Job is an Indexed Job with one pod per node and a
     headless Service for their rendezvous; the run succeeds when the pod of index 0 does."""
+    distributed_strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """How several GPUs (`gpus` x `nodes` above 1) share the model. `ddp`: every GPU holds the whole model (for
+    QLoRA the 4-bit base) and the adapters' gradients are averaged; the fastest while the model fits one GPU.
+    `fsdp`: the base weights (4-bit, stored as bf16), the adapters and their optimiser state are sharded
+    across every GPU of the run and gathered layer by layer (FSDP), which leaves each GPU more room for
+    activations. `auto`: `ddp` unless the trainer estimates that a replicated model would not fit the GPU's
+    memory (or `training.gpuMemoryLimitGib`) even with micro-batch 1 and every layer recomputed; the choice
+    and its reason are logged and recorded in the manifest."""
     gpu_resource_name: str = Field(
         default="nvidia.com/gpu", max_length=253, pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$"
     )

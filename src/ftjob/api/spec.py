@@ -146,6 +146,23 @@ def cross_field_violations(spec: FineTuneJobSpec) -> list[Violation]:
                 spec.base_model.token_secret_ref.name,
             )
         )
+    resources = spec.resources
+    if resources.distributed_strategy == "fsdp" and resources.gpus == 0:
+        found.append(
+            Violation(
+                "resources.distributedStrategy",
+                "fsdp needs GPUs (sharding runs over NCCL on CUDA devices); use ddp or auto with gpus: 0",
+                resources.distributed_strategy,
+            )
+        )
+    elif resources.distributed_strategy == "fsdp" and resources.gpus * resources.nodes < 2:
+        found.append(
+            Violation(
+                "resources.distributedStrategy",
+                "fsdp shards the model across several GPUs: set gpus x nodes to 2 or more, or use auto",
+                resources.distributed_strategy,
+            )
+        )
     if spec.output.uri.rstrip("/") in (spec.data.train_uri, spec.data.validation_uri):
         found.append(Violation("output.uri", "must be a prefix, not one of the input files", spec.output.uri))
     return found
