@@ -18,7 +18,7 @@ import torch.distributed as dist
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from peft.utils.other import fsdp_auto_wrap_policy
 from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ftjob_trainer.sharded_adapter import (
     expected_adapter_keys,
@@ -26,15 +26,9 @@ from ftjob_trainer.sharded_adapter import (
     save_sharded_adapter,
     verify_adapter,
 )
+from tests.support.models import tiny_llama_config
 
-CONFIG = LlamaConfig(
-    vocab_size=256,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+CONFIG = tiny_llama_config()
 
 
 def adapted() -> PeftModel:

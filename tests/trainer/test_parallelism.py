@@ -29,6 +29,7 @@ from ftjob_trainer.parallelism import (
     weight_bytes,
 )
 from ftjob_trainer.training import sft_config_kwargs
+from tests.support.models import tiny_llama_config
 
 MISTRAL_7B = ModelShape(layers=32, hidden=4096, intermediate=14336, vocab=32768)
 STATIC_7B_4BIT = int(4.6 * GIB)
@@ -120,17 +121,10 @@ def test_fsdp_config_is_accepted_by_the_installed_transformers(tmp_path: Path) -
 @pytest.mark.parametrize("targets", [[ALL_LINEAR], ["q_proj", "v_proj"]])
 def test_the_lora_estimate_counts_what_peft_adds(targets: list[str]) -> None:
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    config = tiny_llama_config()
     base = LlamaForCausalLM(config)
     assert decoder_layer_classes(base) == ["LlamaDecoderLayer"]
     assert weight_bytes(base.parameters()) == 4 * sum(p.numel() for p in base.parameters())

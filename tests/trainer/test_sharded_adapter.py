@@ -17,7 +17,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ftjob_trainer.errors import TrainerError
 from ftjob_trainer.sharded_adapter import (
@@ -26,6 +26,7 @@ from ftjob_trainer.sharded_adapter import (
     saved_name,
     verify_adapter,
 )
+from tests.support.models import tiny_llama_config
 
 WORKER = Path(__file__).resolve().parents[1] / "support" / "fsdp_adapter_worker.py"
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,14 +64,7 @@ def test_two_fsdp_processes_save_a_whole_adapter_and_restore_it(tmp_path: Path) 
 
 
 def saved_adapter(tmp_path: Path) -> tuple[Path, set[str]]:
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
+    config = tiny_llama_config(layers=1, hidden=32, vocab=128)
     model = get_peft_model(
         LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     )
@@ -124,14 +118,7 @@ def test_a_sharded_run_s_trainer_saves_and_restores_through_the_adapter(
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
+    config = tiny_llama_config(layers=1, hidden=32, vocab=128)
     torch.manual_seed(0)
     model = get_peft_model(
         LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
