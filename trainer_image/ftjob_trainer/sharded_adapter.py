@@ -162,4 +162,5 @@ def load_sharded_adapter(wrapped: Any, adapter_dir: Path, adapter_name: str = "d
         raise TrainerError(
             f"the checkpoint's adapter lacks {len(missing)} LoRA tensors (e.g. {missing[0]}): cannot resume"
         )
+    log.info("restored %d LoRA tensors from %s", loaded, adapter_dir)
     return loaded

@@ -210,21 +210,13 @@ def counting_trainer_class() -> type:
             if not self.is_fsdp_enabled:
                 super()._load_from_checkpoint(resume_from_checkpoint, model)
                 return
-            loaded = load_sharded_adapter(model or self.model_wrapped, Path(resume_from_checkpoint))
-            self.log_adapter_restored(loaded, resume_from_checkpoint)
+            load_sharded_adapter(model or self.model_wrapped, Path(resume_from_checkpoint))
 
         def _load_best_model(self) -> None:
             if not self.is_fsdp_enabled:
                 super()._load_best_model()
                 return
-            best = str(self.state.best_model_checkpoint)
-            self.log_adapter_restored(load_sharded_adapter(self.model_wrapped, Path(best)), best)
-
-        @staticmethod
-        def log_adapter_restored(loaded: int, checkpoint: str) -> None:
-            import logging
-
-            logging.getLogger("ftjob.trainer").info("restored %d LoRA tensors from %s", loaded, checkpoint)
+            load_sharded_adapter(self.model_wrapped, Path(str(self.state.best_model_checkpoint)))
 
     return CountingTrainer
 
