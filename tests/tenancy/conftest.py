@@ -16,7 +16,7 @@ import pytest
 from tests.helm.rendering import JsonDict, load_chart
 from tests.helm.server import Api, Installation, install, service_account_token, uninstall
 from tests.support.control_plane import ControlPlane
-from tests.support.kube_client import CORE, wait_for
+from tests.support.kube_client import BATCH, CORE, wait_for
 
 from .objects import finetunejob, policy
 
@@ -25,6 +25,20 @@ TEAM: Final = "team"
 BARE: Final = "bare"
 FTJS: Final = "/apis/ftjob.dev/v1alpha1"
 RBAC: Final = "/apis/rbac.authorization.k8s.io/v1"
+# A Job the operator would never render (no FineTuneJob labels or owner): the Jobs guardrail refuses it.
+STRAY_JOB: Final[JsonDict] = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "metadata": {"name": "stray"},
+    "spec": {
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "docker.io/library/busybox:1", "command": ["true"]}],
+            }
+        }
+    },
+}
 
 
 @dataclass
@@ -132,6 +146,27 @@ def tenancy(control_plane: ControlPlane) -> Iterator[Tenancy]:
             lambda: admin.post(scene.finetunejobs(team), finetunejob(), dry_run=True).status == 201,
             timeout=30,
             what="the FineTuneJobPolicy to be used",
+        )
+        # The Jobs policy is loaded on its own: seeing the FineTuneJobs policy enforced says nothing about it.
+        jobs_policy = f"ValidatingAdmissionPolicy '{installation.release}-jobs'"
+        wait_for(
+            lambda: (
+                jobs_policy
+                in operator.post(f"{BATCH}/namespaces/{team}/jobs", STRAY_JOB, dry_run=True).message
+            ),
+            timeout=30,
+            what="the guardrail on the operator's Jobs to be enforced",
+        )
+        # `edit` is an aggregated ClusterRole, filled in by the controller manager some time after a fresh
+        # control plane starts, and the authorizer sees new RoleBindings through its own informers.
+        configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe"}}
+        wait_for(
+            lambda: (
+                scene.alice.post(f"{CORE}/namespaces/{team}/configmaps", configmap, dry_run=True).status
+                == 201
+            ),
+            timeout=60,
+            what="alice's `edit` role to take effect",
         )
         yield scene
     finally:
