@@ -15,7 +15,9 @@ process:
   maxium length 2048, gradient checkpointing, no packing, lr 2e-4, cosine, loss on the assistant turns;
 - `project-capped`: ftjob-train with the default spec and `gpuMemoryLimitGiB` set to the recipe's measured
   peak (what the project does when memory is the constraint);
-- `project-free`: ftjob-train with the default spec, no limit (what it does with the GPU to itself).
+- `project-free`: ftjob-train with the default spec, no limit (what it does with the GPU to itself);
+- `project-profile` (only when asked for in `--runs`): project-free for 4 steps with two micro-batches
+  under torch.profiler (`bench/profile_hook`); the operator tables go to `profile/` beside the results.
 
 Every run counts the same thing: tokens that are not padding, after the first optimiser step (compilation
 and allocator warm-up), with the GPU synchronised at the clock reads; peak memory is
@@ -272,11 +274,22 @@ def project_spec(
 
 
 def run_project(
-    paths: dict[str, Path], root: Path, name: str, steps: int, limit: float | None, timeout: float
+    paths: dict[str, Path],
+    root: Path,
+    name: str,
+    steps: int,
+    limit: float | None,
+    timeout: float,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     from ftjob import contract
 
     env = dict(os.environ)
+    if profile is not None:
+        # bench/profile_hook: micro-batches 5 and 6 under torch.profiler (this run's rate is not comparable).
+        hook = str(HERE / "profile_hook")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [hook, env.get("PYTHONPATH")]))
+        env["FTJOB_BENCH_PROFILE"] = str(profile)
     env.update(
         {
             contract.ENV_SPEC: json.dumps(project_spec(paths, root, name, steps, limit)),
@@ -503,6 +516,17 @@ def main() -> int:
         if name == "project-capped" and limit is None:
             continue
         results["runs"][name] = run_project(paths, root, name, args.steps, limit, timeout())
+        save()
+    if "project-profile" in wanted:
+        # The default spec with the GPU to itself, 4 steps, two micro-batches of step 3 profiled.
+        folder = (args.results or root) / "profile"
+        run = run_project(paths, root, "project-profile", 4, None, timeout(), profile=folder)
+        summary = folder / "summary.json"
+        results["profile"] = {
+            "exitCode": run.get("exitCode"),
+            "speed": run.get("speed"),
+            **(json.loads(summary.read_text()) if summary.exists() else {"missing": str(summary)}),
+        }
         save()
     print(table(results), flush=True)
     return 0 if all(not r.get("exitCode") for r in results["runs"].values()) else 1

@@ -130,6 +130,39 @@ def test_the_spec_wins_without_auto_tune_or_without_a_gpu() -> None:
 def test_checkpointing_false_is_never_overridden() -> None:
     plan = plan_7b(limit=int(10.53 * GIB), checkpointing_allowed=False)
     assert plan.checkpointing == "off" and "gradientCheckpointing is false" in plan.reason
+    # It takes a smaller micro-batch instead: one that fits, or the smallest, saying that it does not fit.
+    assert (plan.micro_batch, plan.accumulation) == (1, 16) and "exceeds the 10.5 GiB limit" in plan.reason
+    roomier = plan_7b(limit=40 * GIB, checkpointing_allowed=False)
+    assert (roomier.micro_batch, roomier.accumulation, roomier.checkpointing) == (2, 8, "off")
+    assert roomier.estimated_peak is not None and roomier.estimated_peak <= 40 * GIB
+
+
+def test_a_limit_below_every_recomputed_layer_takes_a_smaller_micro_batch() -> None:
+    """The recipe's own peak on the benchmark's batches (7.61 GiB): micro-batch 4 does not fit even with
+    every layer recomputed, so the step's 16 sequences go in smaller micro-batches, each with as few layers
+    recomputed as fit; the estimate stays under the limit."""
+    for limit in (7.61, 9.13):
+        plan = plan_7b(limit=int(limit * GIB))
+        assert plan.micro_batch < 4 and plan.micro_batch * plan.accumulation == 16, plan
+        assert plan.estimated_peak is not None and plan.estimated_peak <= int(limit * GIB), plan
+        assert "micro-batch 4 does not fit it" in plan.reason
+        # No larger micro-batch fits, whatever is recomputed.
+        assert plan_7b(limit=int(limit * GIB), per_device_batch=plan.micro_batch * 2).micro_batch < (
+            plan.micro_batch * 2
+        )
+    larger = plan_7b(limit=int(9.13 * GIB))
+    smaller = plan_7b(limit=int(7.61 * GIB))
+    assert (larger.micro_batch, -larger.recomputed_layers) >= (
+        smaller.micro_batch,
+        -smaller.recomputed_layers,
+    )
+
+
+def test_a_limit_nothing_fits_runs_the_smallest_plan_and_says_so() -> None:
+    plan = plan_7b(limit=int(5 * GIB))
+    assert (plan.micro_batch, plan.accumulation, plan.checkpointing) == (1, 16, "full")
+    assert "the estimate exceeds the 5.0 GiB limit at every micro-batch" in plan.reason
+    assert plan.estimated_peak is not None and plan.estimated_peak > 5 * GIB
 
 
 def test_worst_micro_batch() -> None:

@@ -88,9 +88,13 @@ H200 (bench/results/train-speed-h200-2026-11-30): a Mistral-7B-shaped model (hid
 layers) peaked at 83.0 GiB with no layer recomputed and 9,066 tokens in its largest micro-batch, about
 287 KB per token and layer once the ~4.6 GiB of weights are taken off; (14, 6) gives 287 KB."""
 
-REBUILT_FRACTION = 0.8
-"""Of a recomputed layer's activations, the part alive at once while its backward pass runs (the recipe's
-own peak, 7.6 GiB at 5,988 tokens with every layer recomputed, puts it near 0.7)."""
+REBUILT_FRACTION = 1.9
+"""Of a recomputed layer's activations (`layer_bytes`), what is alive at once while its backward pass runs:
+the rebuilt activations, the gradients flowing through them and the dequantised weights. Calibrated on the
+H200 (bench/results/train-speed-h200-2026-11-30/run3-capped): with every layer recomputed and micro-batch 4
+(about 6,000 tokens), the trainer peaked at 9.13 GiB where 0.8 predicted 7.45 GiB; 1.9 accounts for it even
+if those steps never met the data's largest micro-batch. (The plain trl recipe, SDPA and no Liger, rebuilds
+less: its 7.6 GiB peak at 5,988 tokens puts it near 0.7.)"""
 
 FREE_MEMORY_MARGIN = (GIB // 2, 0.08)
 """Of the GPU's free memory, kept free (bytes, fraction): the allocator's fragmentation and caches,
@@ -217,7 +221,8 @@ def plan_memory(
     depend on the choice. Recomputing every layer costs about a third of the step time (a second forward
     pass through the 4-bit weights), far more than a micro-batch of the spec's size loses against a larger
     one (about 5%), so: first recompute as few layers as fit, then, once none is recomputed, take the
-    largest micro-batch that divides the step and fits. Without `auto`, or without
+    largest micro-batch that divides the step and fits. Only when the spec's micro-batch does not fit even
+    with every layer recomputed does the micro-batch go below it. Without `auto`, or without
     a GPU to measure, the spec's values run as given."""
     layers = shape.layers
     given = MemoryPlan(
@@ -253,13 +258,33 @@ def plan_memory(
         larger = [m for m in range(per_device_batch + 1, step + 1) if step % m == 0 and peak(m, 0) <= budget]
         micro = max(larger, default=per_device_batch)
         return plan(micro, 0, f"no recomputation and micro-batch {micro} fit {source}")
-    if not checkpointing_allowed:
-        return plan(per_device_batch, 0, "gradientCheckpointing is false: no layer is recomputed")
-    for recomputed in range(1, layers + 1):
+    fewest = range(1, layers + 1) if checkpointing_allowed else range(0)
+    for recomputed in fewest:
         if peak(per_device_batch, recomputed) <= budget:
             return plan(
                 per_device_batch,
                 recomputed,
                 f"{recomputed} of {layers} layers recomputed to fit {source}",
             )
-    return plan(per_device_batch, layers, f"every layer recomputed: the estimate exceeds {source}")
+    # Not even every layer recomputed fits the spec's micro-batch: smaller micro-batches (the optimiser step
+    # keeps its sequences, so the loss curve does not change), the largest that fits, with as few layers
+    # recomputed as it allows.
+    options = range(0, layers + 1) if checkpointing_allowed else range(1)
+    spec_choice = "every layer recomputed" if checkpointing_allowed else "gradientCheckpointing is false"
+    for micro in sorted((m for m in range(1, per_device_batch) if step % m == 0), reverse=True):
+        for recomputed in options:
+            if peak(micro, recomputed) <= budget:
+                recomputes = (
+                    f"{recomputed} of {layers} layers recomputed" if recomputed else "no recomputation"
+                )
+                return plan(
+                    micro,
+                    recomputed,
+                    f"micro-batch {micro} and {recomputes} to fit {source} (micro-batch {per_device_batch} "
+                    f"does not fit it, {spec_choice})",
+                )
+    return plan(
+        1,
+        layers if checkpointing_allowed else 0,
+        f"the estimate exceeds {source} at every micro-batch: micro-batch 1, {spec_choice}",
+    )

@@ -234,7 +234,18 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
     if distributed is not None:
         resolved["distributed"] = distributed
     if hardware.cuda:
-        resolved["peakGpuMemoryGiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        peak = torch.cuda.max_memory_allocated()
+        resolved["peakGpuMemoryGiB"] = round(peak / GIB, 2)
+        limit = spec.training.gpu_memory_limit_gib
+        if limit is not None and peak > limit * GIB:
+            # The plan is an estimate: say so when it was wrong, the next run's user needs to know.
+            log.warning(
+                "training peaked at %.2f GiB allocated, above gpuMemoryLimitGib %.2f (the plan estimated "
+                "%s GiB): lower perDeviceBatchSize or maxSeqLength to stay under it",
+                peak / GIB,
+                limit,
+                memory.describe().get("estimatedPeakGiB", "?"),
+            )
     return Trained(
         trainer=trainer,
         model=model,
