@@ -6,7 +6,10 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import os
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -39,8 +42,28 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+HASH_THREADS: Final = 8
+
+
 def hash_tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    """sha256 of every file under `root`, by relative path. The files are hashed in threads (hashlib lets go
+    of the GIL while it hashes): a 7B model's 14.5 GB in three shards took 9 s one file after another, time
+    the first training step waits for; a file's own hash stays sequential."""
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    started = time.monotonic()
+    threads = max(1, min(len(files), os.cpu_count() or 1, HASH_THREADS))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sha256") as pool:
+        digests = list(pool.map(sha256_file, files))
+    total = sum(p.stat().st_size for p in files)
+    log.info(
+        "hashed %d files of %s (%.2f GB) in %.1f s, %d threads",
+        len(files),
+        root,
+        total / 1e9,
+        time.monotonic() - started,
+        threads,
+    )
+    return {p.relative_to(root).as_posix(): digest for p, digest in zip(files, digests, strict=True)}
 
 
 def resolve_base_model(
