@@ -17,7 +17,7 @@ process:
   peak (what the project does when memory is the constraint);
 - `project-free`: ftjob-train with the default spec, no limit (what it does with the GPU to itself);
 - `project-profile` (only when asked for in `--runs`): project-free for 4 steps with two micro-batches
-  under torch.profiler (`bench/profile_hook`); the operator tables go to `profile/` beside the results.
+  under torch.profiler (`bench/profiled_trainer.py`); the tables go to `profile/` beside the results.
 
 Every run counts the same thing: tokens that are not padding, after the first optimiser step (compilation
 and allocator warm-up), with the GPU synchronised at the clock reads; peak memory is
@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -284,11 +285,13 @@ def run_project(
 ) -> dict[str, Any]:
     from ftjob import contract
 
+    # A run's output prefix from an earlier benchmark would be taken as this job's finished attempt.
+    shutil.rmtree(root / name, ignore_errors=True)
     env = dict(os.environ)
+    command = [sys.executable, "-m", "ftjob_trainer.cli"]
     if profile is not None:
-        # bench/profile_hook: micro-batches 5 and 6 under torch.profiler (this run's rate is not comparable).
-        hook = str(HERE / "profile_hook")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [hook, env.get("PYTHONPATH")]))
+        # Micro-batches 5 and 6 under torch.profiler (so this run's rate is not comparable).
+        command = [sys.executable, str(HERE / "profiled_trainer.py")]
         env["FTJOB_BENCH_PROFILE"] = str(profile)
     env.update(
         {
@@ -301,7 +304,7 @@ def run_project(
         }
     )
     log = root / f"{name}.log"
-    code, first_step = _stream([sys.executable, "-m", "ftjob_trainer.cli"], env, log, timeout, _project_step)
+    code, first_step = _stream(command, env, log, timeout, _project_step)
     result: dict[str, Any] = {"exitCode": code, "timeToFirstStepSeconds": first_step}
     manifest_path = root / name / "out" / "manifest.json"
     if code != 0 or not manifest_path.exists():
