@@ -149,14 +149,16 @@ def tenancy(control_plane: ControlPlane) -> Iterator[Tenancy]:
         )
         # The Jobs policy is loaded on its own: seeing the FineTuneJobs policy enforced says nothing about it.
         jobs_policy = f"ValidatingAdmissionPolicy '{installation.release}-jobs'"
-        wait_for(
-            lambda: (
-                jobs_policy
-                in operator.post(f"{BATCH}/namespaces/{team}/jobs", STRAY_JOB, dry_run=True).message
-            ),
-            timeout=30,
-            what="the guardrail on the operator's Jobs to be enforced",
-        )
+
+        def stray_job_refused() -> bool:
+            reply = operator.post(f"{BATCH}/namespaces/{team}/jobs", STRAY_JOB, dry_run=True)
+            return (
+                reply.status == 403
+                and jobs_policy in reply.message
+                and "rule trainerJobIdentity" in reply.message
+            )
+
+        wait_for(stray_job_refused, timeout=30, what="the guardrail on the operator's Jobs to be enforced")
         # `edit` is an aggregated ClusterRole, filled in by the controller manager some time after a fresh
         # control plane starts, and the authorizer sees new RoleBindings through its own informers.
         configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe"}}
