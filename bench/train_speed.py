@@ -13,7 +13,7 @@ process:
 - `recipe`: the guides' recipe as they write it: 4-bit nf4 with double quantization and bf16 compute,
   LoRA r=16, alpha=32, dropout 0.05 on the q/k/v/o/gate/up/down projections, batch 4 with accumulation 4,
   maxium length 2048, gradient checkpointing, no packing, lr 2e-4, cosine, loss on the assistant turns;
-- `project-capped`: ftjob-train with the default spec and `gpuMemoryLimitGiB` set to the recipe's measured
+- `project-capped`: ftjob-train with the default spec and `gpuMemoryLimitGib` set to the recipe's measured
   peak (what the project does when memory is the constraint);
 - `project-free`: ftjob-train with the default spec, no limit (what it does with the GPU to itself);
 - `project-profile` (only when asked for in `--runs`): project-free for 4 steps with two micro-batches
@@ -523,6 +523,7 @@ def main() -> int:
     if "project-profile" in wanted:
         # The default spec with the GPU to itself, 4 steps, two micro-batches of step 3 profiled.
         folder = (args.results or root) / "profile"
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier run's summary must not pass for this one's
         run = run_project(paths, root, "project-profile", 4, None, timeout(), profile=folder)
         summary = folder / "summary.json"
         results["profile"] = {
