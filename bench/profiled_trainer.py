@@ -4,6 +4,7 @@
 
 Micro-batches FTJOB_BENCH_PROFILE_FROM (default 5) to FROM + FTJOB_BENCH_PROFILE_COUNT - 1 (default 2) are
 profiled; DIR gets `ops.txt` (operators by their own GPU time), `cpu-ops.txt` (by their own CPU time) and
+`ops-by-shape.txt` (the same, split by input shapes) and
 `summary.json` (wall time of the profiled micro-batches against the time the GPU was busy). The trainer has
 no profiling code: this wraps trl's SFTTrainer.training_step before the trainer starts.
 """
@@ -37,16 +38,22 @@ def install(out: Path, first: int, count: int) -> None:
         n = state["calls"]
         if n == first:
             _sync()
-            state["prof"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            state["prof"] = profile(
+                activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True
+            )
             state["prof"].__enter__()
             state["t0"] = time.perf_counter()
-        result = original(self, *args, **kwargs)
+        result = original(self, *args, **kwargs)  # type: ignore[no-untyped-call]
         if n == first + count - 1 and state["prof"] is not None:
             _sync()
             wall = time.perf_counter() - state["t0"]
             prof, state["prof"] = state["prof"], None
             prof.__exit__(None, None, None)
             write(out, prof.key_averages(), wall, count)
+            shapes = prof.key_averages(group_by_input_shape=True)
+            (out / "ops-by-shape.txt").write_text(
+                shapes.table(sort_by="self_device_time_total", row_limit=50, max_name_column_width=40)
+            )
         return result
 
     SFTTrainer.training_step = training_step  # type: ignore[method-assign]

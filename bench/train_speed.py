@@ -16,6 +16,8 @@ process:
 - `project-capped`: ftjob-train with the default spec and `gpuMemoryLimitGib` set to the recipe's measured
   peak (what the project does when memory is the constraint);
 - `project-free`: ftjob-train with the default spec, no limit (what it does with the GPU to itself);
+- `project-4x4-recompute` (only when asked for): the recipe's micro-batch 4 x 4 with every layer recomputed,
+  autoTune off (the trainer's layers at the recipe's settings; calibrates the memory plan);
 - `project-profile` (only when asked for in `--runs`): project-free for 4 steps with two micro-batches
   under torch.profiler (`bench/profiled_trainer.py`); the tables go to `profile/` beside the results.
 
@@ -256,12 +258,30 @@ def run_recipe(args: argparse.Namespace) -> None:
 # --- The project, through ftjob-train ---------------------------------------------------------------------------
 
 
+FIXED_RUNS: dict[str, dict[str, Any]] = {
+    # The recipe's micro-batch and recomputation, autoTune off: what the trainer's own layers cost at the
+    # recipe's settings, and the memory they hold (calibrates the memory plan).
+    "project-4x4-recompute": {
+        "autoTune": False,
+        "perDeviceBatchSize": 4,
+        "gradientAccumulationSteps": 4,
+        "gradientCheckpointing": True,
+    },
+}
+"""Runs with the trainer's choices fixed in the spec (`--runs` names them like the others)."""
+
+
 def project_spec(
-    paths: dict[str, Path], root: Path, name: str, steps: int, limit: float | None
+    paths: dict[str, Path],
+    root: Path,
+    name: str,
+    steps: int,
+    limit: float | None,
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The default spec for a QLoRA job, with the benchmark's inputs and the run's length; the few fields
     set here only shorten what follows training (evaluation) or log every step."""
-    training: dict[str, Any] = {"maxSteps": steps, "loggingSteps": 1}
+    training: dict[str, Any] = {"maxSteps": steps, "loggingSteps": 1, **(fixed or {})}
     if limit is not None:
         training["gpuMemoryLimitGib"] = limit
     return {
@@ -282,6 +302,7 @@ def run_project(
     limit: float | None,
     timeout: float,
     profile: Path | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from ftjob import contract
 
@@ -295,7 +316,7 @@ def run_project(
         env["FTJOB_BENCH_PROFILE"] = str(profile)
     env.update(
         {
-            contract.ENV_SPEC: json.dumps(project_spec(paths, root, name, steps, limit)),
+            contract.ENV_SPEC: json.dumps(project_spec(paths, root, name, steps, limit, fixed)),
             contract.ENV_WORKDIR: str(root / name / "work"),
             contract.ENV_TERMINATION_LOG: str(root / name / "termination-log"),
             contract.ENV_NAME: f"bench-{name}",
@@ -512,15 +533,23 @@ def main() -> int:
         results["runs"]["recipe"] = run
         save()
     cap = results["runs"].get("recipe", {}).get("peakAllocatedGiB")
-    for name in ("project-capped", "project-free"):
-        if name not in wanted:
+    # The project's runs go in the order --runs names them, so a short budget cuts the last ones.
+    for name in [n for n in wanted if n != "recipe"]:
+        if name in ("project-capped", "project-free"):
+            limit = cap if name == "project-capped" else None
+            if name == "project-capped" and limit is None:
+                continue
+            results["runs"][name] = run_project(paths, root, name, args.steps, limit, timeout())
+            save()
             continue
-        limit = cap if name == "project-capped" else None
-        if name == "project-capped" and limit is None:
+        if name in FIXED_RUNS:
+            results["runs"][name] = run_project(
+                paths, root, name, args.steps, None, timeout(), fixed=FIXED_RUNS[name]
+            )
+            save()
             continue
-        results["runs"][name] = run_project(paths, root, name, args.steps, limit, timeout())
-        save()
-    if "project-profile" in wanted:
+        if name != "project-profile":
+            raise SystemExit(f"unknown run {name!r}")
         # The default spec with the GPU to itself, 4 steps, two micro-batches of step 3 profiled.
         folder = (args.results or root) / "profile"
         shutil.rmtree(folder, ignore_errors=True)  # an earlier run's summary must not pass for this one's

@@ -80,21 +80,40 @@ def out_of_memory_error(spec: FineTuneJobSpec, memory: GpuMemory | None, stage: 
 
 # --- Choosing the micro-batch and the recomputed layers from the memory the GPU has -------------------------
 
-ACTIVATION_BYTES_PER_UNIT = (14, 6)
-"""Bytes of saved activations per token and layer, per (hidden unit, MLP unit), when a layer is not
-recomputed: a decoder layer of a QLoRA model (bf16, adapters with dropout on the seven projections, Liger's
-SwiGLU, FlexAttention) keeps about 14 hidden-sized and 6 MLP-sized bf16 tensors per token. Calibrated on an
-H200 (bench/results/train-speed-h200-2026-11-30): a Mistral-7B-shaped model (hidden 4096, MLP 14336, 32
-layers) peaked at 83.0 GiB with no layer recomputed and 9,066 tokens in its largest micro-batch, about
-287 KB per token and layer once the ~4.6 GiB of weights are taken off; (14, 6) gives 287 KB."""
 
-REBUILT_FRACTION = 1.9
-"""Of a recomputed layer's activations (`layer_bytes`), what is alive at once while its backward pass runs:
-the rebuilt activations, the gradients flowing through them and the dequantised weights. Calibrated on the
-H200 (bench/results/train-speed-h200-2026-11-30/run3-capped): with every layer recomputed and micro-batch 4
-(about 6,000 tokens), the trainer peaked at 9.13 GiB where 0.8 predicted 7.45 GiB; 1.9 accounts for it even
-if those steps never met the data's largest micro-batch. (The plain trl recipe, SDPA and no Liger, rebuilds
-less: its 7.6 GiB peak at 5,988 tokens puts it near 0.7.)"""
+@dataclass(frozen=True)
+class ActivationProfile:
+    """What one decoder layer keeps for its backward pass, per token, for one way of running its layers."""
+
+    per_unit: tuple[float, float]
+    """bf16 tensors (2 bytes an element) per (hidden unit, MLP unit) kept by a layer that is not recomputed."""
+    rebuilt_fraction: float
+    """Of a recomputed layer's activations, what is alive at once while its backward pass runs: the rebuilt
+    activations, the gradients flowing through them and the dequantised weights."""
+
+
+PEFT_LAYERS = ActivationProfile(per_unit=(14, 6), rebuilt_fraction=1.9)
+"""peft's LoRA layers (the sharded path). Calibrated on an H200 (bench/results/train-speed-h200-2026-11-30)
+with float32 activations (peft's 4-bit preparation upcasts embeddings and norms): a Mistral-7B-shaped model
+(hidden 4096, MLP 14336, 32 layers) peaked at 83.0 GiB with no layer recomputed and 9,066 tokens in its
+largest micro-batch, about 287 KB per token and layer once the ~4.6 GiB of weights are taken off, which
+(14, 6) gives; with every layer recomputed and micro-batch 4 (about 6,000 tokens) it peaked at 9.13 GiB,
+which a rebuilt fraction of 1.9 accounts for even if those steps never met the data's largest micro-batch.
+(The plain trl recipe, SDPA and no Liger, rebuilds less: its 7.6 GiB peak at 5,988 tokens puts it near
+0.7.) With the sharded path's bf16 activations these overstate, which errs towards recomputing more."""
+
+FUSED_LAYERS = ActivationProfile(per_unit=(10.5, 3.5), rebuilt_fraction=1.0)
+"""fused_lora's layers with bf16 activations, counted tensor by tensor (Liger RMSNorm, FlexAttention,
+Liger SwiGLU): per token and layer the two norms' inputs and outputs (4 hidden), the attention's q, k, v,
+output and o_proj's contiguous input (2.5 + 1 hidden, GQA 4:1), the dropout masks at one byte (3 + 1 + 2
+hidden-sized for q/k/v, o and gate/up: 3 units), SwiGLU's gate and up (2 MLP) and its output (1 MLP), the
+down projection's mask (0.5 MLP). The same count with float32 activations gives 281 KB per token and layer
+against 282 KB measured on the H200 (80.77 GiB at 9,066 tokens, no layer recomputed,
+bench/results/train-speed-h200-2026-11-30-fused/2-fused-fp32), and in bf16, 186 KB counted against about
+183 KB measured (53.32 GiB at the same 9,066 tokens, `3-fused-bf16`). The rebuilt fraction: the fused
+float32 runs peaked at 7.17 and 8.95 GiB with every layer recomputed at micro-batches 2 and 4, a difference
+that puts it near 0.3 if both met the data's largest micro-batches; 1.0 leaves room for the steps that did
+not (the bf16 run at micro-batch 4, every layer recomputed: 7.16 GiB estimated, 6.64 GiB measured)."""
 
 FREE_MEMORY_MARGIN = (GIB // 2, 0.08)
 """Of the GPU's free memory, kept free (bytes, fraction): the allocator's fragmentation and caches,
@@ -111,8 +130,10 @@ class ModelShape:
     intermediate: int
     vocab: int
 
+    activations: ActivationProfile = PEFT_LAYERS
+
     @classmethod
-    def of(cls, config: Any) -> ModelShape:
+    def of(cls, config: Any, activations: ActivationProfile = PEFT_LAYERS) -> ModelShape:
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         hidden = int(text.hidden_size)
         return cls(
@@ -120,12 +141,13 @@ class ModelShape:
             hidden=hidden,
             intermediate=int(getattr(text, "intermediate_size", None) or 4 * hidden),
             vocab=int(text.vocab_size),
+            activations=activations,
         )
 
     def layer_bytes(self, tokens: int) -> int:
         """Activations one layer keeps for the backward pass when it is not recomputed."""
-        per_hidden, per_mlp = ACTIVATION_BYTES_PER_UNIT
-        return 2 * tokens * (per_hidden * self.hidden + per_mlp * self.intermediate)
+        per_hidden, per_mlp = self.activations.per_unit
+        return int(2 * tokens * (per_hidden * self.hidden + per_mlp * self.intermediate))
 
     def checkpoint_bytes(self, tokens: int) -> int:
         """What a recomputed layer keeps: its input, in bf16."""
@@ -184,7 +206,7 @@ def estimate_peak(shape: ModelShape, *, static: int, trainable: int, tokens: int
     kept = (shape.layers - recomputed) * shape.layer_bytes(tokens) + recomputed * shape.checkpoint_bytes(
         tokens
     )
-    rebuilt = int(REBUILT_FRACTION * shape.layer_bytes(tokens)) if recomputed else 0
+    rebuilt = int(shape.activations.rebuilt_fraction * shape.layer_bytes(tokens)) if recomputed else 0
     # Logits are computed in chunks by trl; the hidden states' gradient and the norms' fp32 copies remain.
     head = 2 * tokens * shape.hidden * 4
     return static + 12 * trainable + kept + rebuilt + head

@@ -96,12 +96,17 @@ class SpeedPlan:
     """Liger's Triton kernels for RMSNorm, SwiGLU and RoPE."""
     optimizer: str
     notes: tuple[str, ...]
+    fused_lora: bool = False
+    """Each LoRA layer trains as one autograd node (fused_lora); set once the adapters are in place."""
 
     def describe(self) -> dict[str, Any]:
+        kernels = ["liger:rms_norm", "liger:swiglu", "liger:rope"] if self.liger else []
+        if self.fused_lora:
+            kernels.append("ftjob:fused-lora")
         return {
             "attention": self.attention,
             "paddingFree": self.padding_free,
-            "kernels": ["liger:rms_norm", "liger:swiglu", "liger:rope"] if self.liger else [],
+            "kernels": kernels,
             "optimizer": self.optimizer,
         }
 
@@ -234,20 +239,21 @@ def load_base_model(
         raise ConfigInvalid(f"cannot load the base model: {exc}") from exc
 
 
-def add_adapters(
-    model: Any, plan: TrainingPlan, peft: PeftSpec, *, gradient_checkpointing: bool, sharded: bool = False
-) -> Any:
+def add_adapters(model: Any, plan: TrainingPlan, peft: PeftSpec, *, gradient_checkpointing: bool) -> Any:
     """The base model wrapped with fresh LoRA adapters, ready for training.
 
-    `sharded` (FSDP): the frozen weights stay in the training dtype. peft's preparation for 4-bit training
-    upcasts norms and embeddings to fp32, and FSDP cuts each decoder layer's weights as one flat bf16
-    tensor, which needs one dtype."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    The frozen weights that are not quantised (embeddings, norms, LM head) stay in the training dtype, so
+    activations flow in bf16. peft's preparation for 4-bit training, which the guides' recipe uses, upcasts
+    them to fp32, and everything downstream follows: the residual stream, the projections' outputs, SwiGLU
+    and the logits are then computed and kept in fp32. On the H200 that was half again the activation
+    memory (282 against 183 KB per token and layer for a 7B model), a cast before and after every 4-bit
+    matmul (whose inputs and outputs are bf16 either way), and a fifth of the step time (issue 15;
+    docs/gpu.md). FSDP needs it too: it cuts each decoder layer's weights as one flat tensor of
+    one dtype."""
+    from peft import LoraConfig, get_peft_model
 
-    if plan.method == "qlora" and not sharded:
-        # Upcasts norms/embeddings to fp32 and enables input grads for checkpointing through frozen 4-bit layers.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
+    if gradient_checkpointing:
+        # Recomputed layers whose inputs need no gradient would leave the adapters inside them untrained.
         model.enable_input_require_grads()
     model.config.use_cache = False  # incompatible with gradient checkpointing; re-enabled for generation
     return get_peft_model(model, LoraConfig(**lora_config_kwargs(peft)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,11 +13,21 @@ import torch
 
 from ftjob.api.peft import ALL_LINEAR
 
+from . import fused_lora
 from .base_model import ResolvedModel
 from .data import PreparedData
 from .distributed import mark_agreed
 from .errors import Interrupted
-from .memory import GIB, MemoryPlan, ModelShape, estimate_peak, memory_budget, plan_memory
+from .memory import (
+    FUSED_LAYERS,
+    GIB,
+    PEFT_LAYERS,
+    MemoryPlan,
+    ModelShape,
+    estimate_peak,
+    memory_budget,
+    plan_memory,
+)
 from .modeling import (
     Hardware,
     SpeedPlan,
@@ -123,8 +133,12 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
         plan,
         spec.peft,
         gradient_checkpointing=spec.training.gradient_checkpointing,
-        sharded=strategy.sharded,
     )
+    if not strategy.sharded:
+        # FSDP gathers each LoRA layer's weights in that layer's forward hook, which the fused path skips.
+        fused = fused_lora.install(model)
+        speed = replace(speed, fused_lora=fused > 0)
+        log.info("LoRA layers fused into one autograd node each: %d", fused)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     adapter_keys = expected_adapter_keys(model.named_parameters())
     memory = ctx.dist.broadcast(choose_memory_plan(ctx, model, lengths, speed, hardware, strategy))
@@ -306,7 +320,8 @@ def choose_parallelism(ctx: RunContext, base: Any, lengths: list[int], hardware:
         free = int(torch.cuda.mem_get_info()[0])
         limit = training.gpu_memory_limit_gib
         budget, _ = memory_budget(static=static, free=free, limit=int(limit * GIB) if limit else None)
-        shape = ModelShape.of(base.config)
+        # What DDP would run: every process holds the whole model, with fused LoRA layers.
+        shape = ModelShape.of(base.config, FUSED_LAYERS)
         tokens = training.max_seq_length if training.packing else max(lengths, default=0)
         replicated = estimate_peak(
             shape,
@@ -343,7 +358,7 @@ def choose_memory_plan(
             training.per_device_batch_size * training.gradient_accumulation_steps
         )
     return plan_memory(
-        shape=ModelShape.of(model.config),
+        shape=ModelShape.of(model.config, FUSED_LAYERS if speed.fused_lora else PEFT_LAYERS),
         static=static or 0,
         trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         lengths=lengths,
