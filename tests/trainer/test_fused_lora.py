@@ -255,7 +255,7 @@ def test_a_four_bit_model_trains_in_bf16_through_fused_layers(tmp_path: Any) -> 
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, MistralConfig, MistralForCausalLM
 
     from ftjob.api.peft import PeftSpec
-    from ftjob_trainer.modeling import TrainingPlan, add_adapters, quantization_kwargs
+    from ftjob_trainer.modeling import add_adapters, quantization_kwargs
 
     torch.manual_seed(0)
     config = MistralConfig(
@@ -269,7 +269,6 @@ def test_a_four_bit_model_trains_in_bf16_through_fused_layers(tmp_path: Any) -> 
     )
     plain: Any = MistralForCausalLM(config)
     plain.to(torch.bfloat16).save_pretrained(str(tmp_path))
-    plan = TrainingPlan(method="qlora", dtype="bfloat16", notes=())
     spec = PeftSpec()
     # As modeling.load_base_model loads it, on the CPU instead of the process's GPU.
     base = AutoModelForCausalLM.from_pretrained(
@@ -279,7 +278,7 @@ def test_a_four_bit_model_trains_in_bf16_through_fused_layers(tmp_path: Any) -> 
         quantization_config=BitsAndBytesConfig(**quantization_kwargs(spec, "bfloat16")),
         device_map={"": "cpu"},
     )
-    model = add_adapters(base, plan, spec, gradient_checkpointing=True)
+    model = add_adapters(base, spec, gradient_checkpointing=True)
     assert fused_lora.install(model) == 14  # 7 projections x 2 layers
     inner = model.get_base_model()
     assert inner.model.embed_tokens.weight.dtype == torch.bfloat16

@@ -239,7 +239,7 @@ def load_base_model(
         raise ConfigInvalid(f"cannot load the base model: {exc}") from exc
 
 
-def add_adapters(model: Any, plan: TrainingPlan, peft: PeftSpec, *, gradient_checkpointing: bool) -> Any:
+def add_adapters(model: Any, peft: PeftSpec, *, gradient_checkpointing: bool) -> Any:
     """The base model wrapped with fresh LoRA adapters, ready for training.
 
     The frozen weights that are not quantised (embeddings, norms, LM head) stay in the training dtype, so

@@ -130,7 +130,6 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
     strategy = ctx.dist.broadcast(choose_parallelism(ctx, base, lengths, hardware))
     model = add_adapters(
         base,
-        plan,
         spec.peft,
         gradient_checkpointing=spec.training.gradient_checkpointing,
     )
