@@ -477,6 +477,12 @@ def main() -> int:
         run_recipe(args)
         return 0
 
+    wanted = args.runs.split(",")
+    known = {"recipe", "project-capped", "project-free", "project-profile", *FIXED_RUNS}
+    if unknown := [n for n in wanted if n not in known]:
+        # Before the model is built and any run spends device time.
+        parser.error(f"unknown runs {unknown}: choose from {sorted(known)}")
+
     import torch
 
     deadline = time.monotonic() + float(args.budget)
@@ -498,7 +504,6 @@ def main() -> int:
         "rows": args.rows,
         "runs": {},
     }
-    wanted = args.runs.split(",")
 
     def save() -> None:
         results["lossAgreement"] = {
@@ -548,9 +553,7 @@ def main() -> int:
             )
             save()
             continue
-        if name != "project-profile":
-            raise SystemExit(f"unknown run {name!r}")
-        # The default spec with the GPU to itself, 4 steps, two micro-batches of step 3 profiled.
+        # project-profile: the default spec with the GPU to itself, 4 steps, two micro-batches of step 3 profiled.
         folder = (args.results or root) / "profile"
         shutil.rmtree(folder, ignore_errors=True)  # an earlier run's summary must not pass for this one's
         run = run_project(paths, root, "project-profile", 4, None, timeout(), profile=folder)
