@@ -9,10 +9,11 @@ Rows (all in one run, repeated `--repeats` times, interleaved, the median kept):
   drop examples without a user or an assistant turn, examples whose first user message was seen before,
   and examples whose first answer has fewer than 10 words.
 - `project-defaults`: `prepare_data` with every default check on (near-duplicates included), writing the
-  cleaned, split files as the trainer does.
+  cleaned, split files as the trainer does; as the trainer runs it, blocks checked in two threads when
+  two CPUs are usable (`batch.worker_count`).
 - `project-no-near-dups`: the same with `cleaning.dropNearDuplicates: false`.
-- `project-defaults-2-threads`: defaults with the blocks checked in two threads (`FTJOB_DATA_WORKERS=2`),
-  to show what the second core adds.
+- `project-defaults-1-thread`: defaults with everything in one thread (`FTJOB_DATA_WORKERS=1`), to show
+  what the second core adds.
 - with `--before DIR` (a copy of an earlier tree, e.g. `git archive HEAD src trainer_image | tar -x -C
   DIR`): `before-defaults` and `before-no-near-dups`, the same two runs with that tree's code, in the same
   interleaved run.
@@ -40,15 +41,15 @@ from typing import Any
 
 LINES = 200_000
 SEED = 15
-VARIANTS = ("guides", "project-defaults", "project-no-near-dups", "project-defaults-2-threads")
+VARIANTS = ("guides", "project-defaults", "project-no-near-dups", "project-defaults-1-thread")
 BEFORE_VARIANTS = ("before-defaults", "before-no-near-dups")
 TITLES = {
     "guides": "the guides' `clean_dataset` (load all, `json.loads`, role/dup/short checks)",
     "project-defaults": "the project's checks, defaults (near-duplicates on)",
     "project-no-near-dups": "the project's checks, near-duplicates off",
-    "project-defaults-2-threads": "the project's checks, defaults, blocks checked in 2 threads",
-    "before-defaults": "before: the project's checks, defaults (its 2 worker processes)",
-    "before-no-near-dups": "before: the project's checks, near-duplicates off (its 2 worker processes)",
+    "project-defaults-1-thread": "the project's checks, defaults, one thread",
+    "before-defaults": "before (`--before` tree): the project's checks, defaults",
+    "before-no-near-dups": "before (`--before` tree): the project's checks, near-duplicates off",
 }
 
 # --- The data -----------------------------------------------------------------------------------------
@@ -210,8 +211,8 @@ def measure(variant: str, path: Path, lines: int, before: Path | None = None) ->
     """Run one variant in a fresh interpreter and read its measurements."""
     env = dict(os.environ)
     env.pop("FTJOB_DATA_WORKERS", None)
-    if variant == "project-defaults-2-threads":
-        env["FTJOB_DATA_WORKERS"] = "2"
+    if variant == "project-defaults-1-thread":
+        env["FTJOB_DATA_WORKERS"] = "1"
     if variant.startswith("before"):
         if before is None:
             raise ValueError(f"{variant} needs --before")
@@ -300,10 +301,10 @@ def table(rows: dict[str, dict[str, Any]], file_bytes: int, lines: int) -> str:
             f"| {row['lines_per_cpu_second']:,.0f} | {row['lines_per_cpu_second'] / guides_cpu:.2f}x "
             f"| {main_rss:.0f} MiB | "
             + (
-                f"{workers} threads (in the process) |"
-                if variant.endswith("threads")
-                else f"{workers} x at most {worker_rss:.0f} MiB |"
+                f"{workers} processes, each at most {worker_rss:.0f} MiB |"
                 if workers > 1 and worker_rss >= 1
+                else f"{workers} threads (in the process) |"
+                if workers > 1 and variant.startswith("project")
                 else "none |"
             )
         )

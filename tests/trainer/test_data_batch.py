@@ -6,6 +6,7 @@ one, blocks of any size against each other, and threads against the cleaning thr
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftjob.api.data import CleaningSpec, DataSpec
-from ftjob_trainer.data import batch, prepare, prepare_data
+from ftjob_trainer.data import batch, kernels, prepare, prepare_data
 from ftjob_trainer.data.batch import WORKERS_ENV, BatchChecker, worker_count
 from ftjob_trainer.data.checks import Message, _parse_slowly, parse_conversation
 from ftjob_trainer.data.dedup import DedupIndex, Fingerprint, Signer, exact_key, minhash, similarity
@@ -168,7 +169,7 @@ def test_a_block_decoded_at_once_gives_the_line_by_line_verdicts(max_messages: i
 
     fast = checker.check_block(block)
 
-    assert checker._decode_fast(block, block.data.split(b"\n")[:-1]) is not None
+    assert checker._decode_fast(block, *batch.lines_of(block.data)) is not None
     same_results(fast, checker._finish_slow(block, block.data.split(b"\n")[:-1]))
     assert fast.numbers.tolist() == list(range(7, 307))
     assert {drop.reason for drop, _text in fast.drops.values()} >= {"badRoleOrder", "missingTurn"}
@@ -188,8 +189,9 @@ def test_odd_lines_in_a_block_get_the_line_by_line_verdicts(
     same_results(checker.check_block(block), checker._finish_slow(block, block.data.split(b"\n")[:-1]))
 
 
-def test_lines_indexed_a_block_at_a_time_get_the_one_by_one_verdicts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("near", [True, False])
+def test_the_compiled_verdicts_are_the_one_by_one_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, near: bool
 ) -> None:
     rng = random.Random(8)
     bases = [random_chat(rng) for _ in range(300)]
@@ -202,8 +204,17 @@ def test_lines_indexed_a_block_at_a_time_get_the_one_by_one_verdicts(
     train, validation = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
     train.write_text("\n".join(rows[:2500]) + "\n", encoding="utf-8")
     validation.write_text("\n".join(rows[2500:]) + "\n", encoding="utf-8")
-    spec = DataSpec.model_validate({"trainUri": "file:///train.jsonl", "cleaning": {"minAssistantWords": 0}})
+    cleaning = {"minAssistantWords": 0, "dropNearDuplicates": near}
+    spec = DataSpec.model_validate({"trainUri": "file:///train.jsonl", "cleaning": cleaning})
     monkeypatch.setattr(batch, "BLOCK_BYTES", 16 * 1024)
+    calls: list[str] = []
+    compiled = kernels.block_verdicts
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append("kernel")
+        return compiled(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "block_verdicts", spy)
 
     def run(out: str) -> tuple[str, str, str]:
         prepared = prepare_data(train, validation, spec, seed=3, max_seq_length=64, out_dir=tmp_path / out)
@@ -214,15 +225,18 @@ def test_lines_indexed_a_block_at_a_time_get_the_one_by_one_verdicts(
         )
 
     at_once = run("at-once")
-    monkeypatch.setattr(
-        prepare._Taker, "_one_by_one", lambda self, result, bands: np.ones(len(result.exact), dtype=np.bool_)
-    )
+    assert calls
+    calls.clear()
+    monkeypatch.setattr(prepare._Taker, "compiled", False)
     one_by_one = run("one-by-one")
 
+    assert not calls
     assert at_once == one_by_one
     dropped = json.loads(at_once[2])["inputs"]
-    assert set(dropped[0]["dropped"]) >= {"duplicate", "nearDuplicate"}
+    assert set(dropped[0]["dropped"]) >= ({"duplicate", "nearDuplicate"} if near else {"duplicate"})
     assert set(dropped[1]["dropped"]) >= {"overlapWithTrain"}
+    details = [s["detail"] for s in dropped[1]["dropped"]["overlapWithTrain"]["samples"]]
+    assert any("Jaccard" in detail for detail in details) == near
 
 
 def test_batch_checker_keeps_the_order_and_the_drops() -> None:
@@ -242,11 +256,31 @@ def test_batch_checker_keeps_the_order_and_the_drops() -> None:
     assert result.signatures is not None and result.signatures.shape == (2, 64)
 
 
-def test_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(WORKERS_ENV, raising=False)
-    assert worker_count(1024) == 0
+    monkeypatch.setattr(batch, "usable_cpus", lambda: 2)
+    assert worker_count(1024) == 0  # one block: nothing to overlap
+    assert worker_count(batch.BLOCK_BYTES + 1) == 2
+    monkeypatch.setattr(batch, "usable_cpus", lambda: 1)
+    assert worker_count(batch.BLOCK_BYTES * 100) == 0
     monkeypatch.setenv(WORKERS_ENV, "3")
     assert worker_count(1024) == 3
+    monkeypatch.setenv(WORKERS_ENV, "0")
+    assert worker_count(batch.BLOCK_BYTES * 100) == 0
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"), [("max 100000\n", 8), ("150000 100000\n", 1), ("400000 100000", 4)]
+)
+def test_usable_cpus_follow_the_cgroup_quota(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str, expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    (tmp_path / "cpu.max").write_text(cpu_max, encoding="ascii")
+    monkeypatch.setattr(batch, "_CPU_MAX", str(tmp_path / "cpu.max"))
+    assert batch.usable_cpus() == expected
+    monkeypatch.setattr(batch, "_CPU_MAX", str(tmp_path / "missing"))
+    assert batch.usable_cpus() == 8
 
 
 def test_threads_give_the_same_files_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ftjob.api.data import CleaningSpec, DataSpec
+from ftjob_trainer.data import DataRejected, kernels, prepare_data
 from ftjob_trainer.data.checks import Message
 from ftjob_trainer.data.dedup import (
     MAX_BANDS,
@@ -215,16 +217,46 @@ def test_a_read_only_prebuilt_kernel_cache_is_copied_and_loaded(tmp_path: Path) 
     job = (
         "import os\n"
         "os.access = lambda path, mode: False  # as on the job's read-only root filesystem\n"
-        "from ftjob_trainer.data.kernels import warm_up, _hash_batch\n"
-        "warm_up()\n"
-        "print(os.environ['NUMBA_CACHE_DIR'], len(_hash_batch.stats.cache_hits), len(_hash_batch.stats.cache_misses))\n"
+        "from ftjob_trainer.data import kernels\n"
+        "kernels.warm_up()\n"
+        "stats = [getattr(kernels, name).stats for name in kernels.ENTRY_POINTS]\n"
+        "print(os.environ['NUMBA_CACHE_DIR'], *[f'{len(s.cache_hits)}/{len(s.cache_misses)}' for s in stats])\n"
     )
 
     output = subprocess.run(
         [sys.executable, "-c", job], env=env, check=True, timeout=300, capture_output=True, text=True
     )
 
-    cache, hits, misses = output.stdout.split()
+    cache, *counts = output.stdout.split()
     assert Path(cache) == scratch / "ftjob-numba-cache"
     assert built and sorted(path.name for path in Path(cache).rglob("*.nbi")) == built
-    assert (int(hits), int(misses)) == (1, 0)
+    # Every function called from Python was loaded from the cache, none compiled.
+    assert counts == ["1/0"] * len(kernels.ENTRY_POINTS)
+
+
+def test_the_warm_up_compiles_every_entry_point_with_the_gates_types(tmp_path: Path) -> None:
+    # A job must not compile anything the image did not: after `warm_up`, a real run of the gate (split,
+    # validation file, near-duplicates on and off) adds no new signature to any compiled function.
+    kernels.warm_up()
+    before = {name: len(getattr(kernels, name).signatures) for name in kernels.ENTRY_POINTS}
+    rows = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"q {i} caf\u00e9"},
+                    {"role": "assistant", "content": f"a\n{i}"},
+                ]
+            }
+        )
+        for i in range(40)
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(rows + rows[:3]) + "\n", encoding="utf-8")
+    for near in (True, False):
+        spec = DataSpec(train_uri="file:///x", cleaning=CleaningSpec(drop_near_duplicates=near))
+        prepare_data(path, None, spec, seed=0, max_seq_length=8, out_dir=tmp_path / f"split-{near}")
+        with pytest.raises(DataRejected):
+            prepare_data(path, path, spec, seed=0, max_seq_length=8, out_dir=tmp_path / f"file-{near}")
+
+    assert before == dict.fromkeys(kernels.ENTRY_POINTS, 1)
+    assert {name: len(getattr(kernels, name).signatures) for name in kernels.ENTRY_POINTS} == before

@@ -8,11 +8,12 @@ shape, its structure is checked with numpy for all lines together, and its keys 
 from one call of the compiled kernel (`kernels`); any line that needs a closer look goes through the
 line-by-line definitions (`reader`, `checks.parse_conversation`), which give the verdicts.
 
-Blocks are checked in the cleaning thread by default. `FTJOB_DATA_WORKERS=N` checks them in N threads
-(the kernel, hashing and I/O run without Python's global lock); on the benchmark's 2-core machine that
-was slower than one thread, so it is not the default. Worker processes, as before, would each spend
-about 1.7 s of CPU and 190 MiB loading numpy, pydantic and numba: more than they save on files of this
-size.
+A file larger than one block is checked in two threads when the process may use two CPUs or more
+(`worker_count`; `FTJOB_DATA_WORKERS=N` sets N, 0 or 1 for none): the scanner, the kernel, the block
+verdicts, hashing and I/O run without Python's global lock, so a second core overlaps them with the
+Python work (on the benchmark's 2-core machine about 1.4x the wall clock of one thread, for about 10%
+more CPU). Worker processes would each spend about 1.7 s of CPU and 190 MiB loading numpy, pydantic
+and numba: more than they save on files of this size.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, NamedTuple, TypeAlias, cast
 
 import msgspec
@@ -31,6 +33,7 @@ import numpy.typing as npt
 
 from ftjob.api.data import CleaningSpec
 
+from . import kernels
 from .checks import (
     Conversation,
     Drop,
@@ -40,15 +43,18 @@ from .checks import (
     decode_chat_lines,
     parse_conversation,
 )
-from .dedup import BatchHashes, Signer
+from .dedup import BatchHashes, Scanned, Signer
 from .kernels import EXACT, RAW, ROLE_CODES
 from .reader import BOM, EXCERPT_BYTES, Block, decode_line
+from .split import runs
 
 BLOCK_BYTES: Final = 1024 * 1024
 """The file is read, checked and sent to workers in blocks of about this many bytes (whole lines)."""
 WORKERS_ENV: Final = "FTJOB_DATA_WORKERS"
-"""Threads for the block work: unset, 0 or 1 means none (all in the cleaning thread)."""
-_IN_FLIGHT_PER_WORKER: Final = 3
+"""Threads for the block work: 0 or 1 means none (all in the cleaning thread); unset: `worker_count`."""
+DEFAULT_WORKERS: Final = 2
+_CPU_MAX: Final = "/sys/fs/cgroup/cpu.max"
+_IN_FLIGHT_PER_WORKER: Final = 2
 _OPEN: Final = ord("{")
 _CLOSE: Final = ord("}")
 _NEWLINE: Final = ord("\n")
@@ -137,32 +143,35 @@ class BatchChecker:
     def check_block(self, block: Block) -> BlockResult:
         """Every line of a block of whole lines."""
         data = block.data
+        array_, starts, ends = lines_of(data)
+        fast = self._decode_fast(block, array_, starts, ends)
+        if fast is not None:
+            return self._finish_fast(block, starts, ends, *fast)
         lines = data.split(b"\n")
         if data.endswith(b"\n"):
             lines.pop()
-        fast = self._decode_fast(block, lines)
-        if fast is not None:
-            return self._finish_fast(block, lines, *fast)
         return self._finish_slow(block, lines)
 
     def _decode_fast(
-        self, block: Block, lines: list[bytes]
-    ) -> tuple[list[Conversation | Drop], npt.NDArray[np.uint8]] | None:
+        self,
+        block: Block,
+        data: npt.NDArray[np.uint8],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
+    ) -> tuple[list[Conversation | Drop], npt.NDArray[np.uint8], Scanned | None, list[int]] | None:
         """The block decoded at once, when every line is one JSON object of the usual shape; None when
-        any line needs a closer look (blank, too long, a byte order mark, another shape, invalid)."""
-        if not lines or max(map(len, lines)) > self.cleaning.max_line_bytes:
+        any line needs a closer look (blank, too long, a byte order mark, another shape, invalid).
+        Returns the conversations (or drops), the role codes, where the messages are in the block, and
+        the lines that may have failed a check."""
+        if not len(ends) or int((ends - starts).max()) > self.cleaning.max_line_bytes:
             return None
-        data = np.frombuffer(block.data, dtype=np.uint8)
-        ends = np.flatnonzero(data == _NEWLINE)
-        last = ends - 1
         # Each line starts with "{" and ends with "}" (a "\r" before the newline allowed): then no JSON
         # value can run from one line into the next (a value continues after "}" only with "," "]" or
         # "}", and strings cannot hold a raw newline), so decoding the block line by line or at once
         # gives the same values, exactly one per line when the counts agree.
-        if data[0] != _OPEN or (len(ends) and (data[ends[ends < len(data) - 1] + 1] != _OPEN).any()):
+        if (ends <= starts).any() or (data[starts] != _OPEN).any():
             return None
-        if len(ends) < len(lines):
-            last = np.append(last, len(data) - 1)
+        last = ends - 1
         closing = data[last]
         carriage = closing == _CR
         if carriage.any():
@@ -173,38 +182,48 @@ class BatchChecker:
             decoded = decode_chat_lines(block.data)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             return None
-        if len(decoded) != len(lines):
+        if len(decoded) != len(ends):
             return None
         messages = [line.messages for line in decoded]
         conversations: list[Conversation | Drop] = list(messages)
-        suspects, roles = _suspects(messages, self.cleaning.max_messages)
-        for index in suspects.tolist():
+        sizes = np.fromiter(map(len, messages), dtype=np.int64, count=len(messages))
+        scanned = _scan(block.data, data, starts, ends, sizes)
+        suspects, roles = _suspects(
+            messages, self.cleaning.max_messages, sizes, scanned.role if scanned is not None else None
+        )
+        suspect_list = suspects.tolist()
+        for index in suspect_list:
             conversation = messages[index]
             if len(conversation) > self.cleaning.max_messages:
-                conversations[index] = parse_conversation(
-                    lines[index].rstrip(b"\r").decode(), max_messages=self.cleaning.max_messages
-                )
+                text = block.data[starts[index] : ends[index]].rstrip(b"\r").decode()
+                conversations[index] = parse_conversation(text, max_messages=self.cleaning.max_messages)
             else:
                 conversations[index] = check_structure(conversation) or conversation
-        return conversations, roles
+        return conversations, roles, scanned, suspect_list
 
     def _finish_fast(
         self,
         block: Block,
-        lines: list[bytes],
+        starts: npt.NDArray[np.int64],
+        ends: npt.NDArray[np.int64],
         parsed: list[Conversation | Drop],
         roles: npt.NDArray[np.uint8],
+        scanned: Scanned | None,
+        suspects: list[int],
     ) -> BlockResult:
-        sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
-        ends = np.cumsum(sizes + 1) - 1
-        starts = ends - sizes
-        numbers = np.arange(block.first_number, block.first_number + len(lines), dtype=np.int64)
-        drops = {
-            index: (item, decode_line(lines[index]))
-            for index, item in enumerate(parsed)
-            if isinstance(item, Drop)
-        }
-        return self._finish(block, numbers, starts, ends, 0, parsed, drops, roles if not drops else None)
+        numbers = np.arange(block.first_number, block.first_number + len(parsed), dtype=np.int64)
+        drops: dict[int, tuple[Drop, str]] = {}
+        for index in suspects:
+            item = parsed[index]
+            if isinstance(item, Drop):
+                drops[index] = (item, decode_line(block.data[starts[index] : ends[index]]))
+        if drops and scanned is not None:
+            keep = np.ones(len(parsed), dtype=np.bool_)
+            keep[list(drops)] = False
+            scanned = scanned.subset(keep)
+        return self._finish(
+            block, numbers, starts, ends, 0, parsed, drops, roles if not drops else None, scanned
+        )
 
     def _finish_slow(self, block: Block, lines: list[bytes]) -> BlockResult:
         """Line by line, as the reader and `parse_conversation` define it."""
@@ -265,20 +284,26 @@ class BatchChecker:
         parsed: list[Conversation | Drop],
         drops: dict[int, tuple[Drop, str]],
         roles: npt.NDArray[np.uint8] | None = None,
+        scanned: Scanned | None = None,
     ) -> BlockResult:
-        good: list[Conversation] = (
-            cast("list[Conversation]", parsed)
-            if not drops
-            else [item for item in parsed if not isinstance(item, Drop)]
-        )
-        checked = (
-            np.arange(len(parsed), dtype=np.int64)
-            if not drops
-            else np.array([i for i, item in enumerate(parsed) if not isinstance(item, Drop)], dtype=np.int64)
-        )
-        hashed = self._hash(good, roles)
+        # Every `Drop` in `parsed` is in `drops`: the lines between them are the conversations.
+        good = cast("list[Conversation]", parsed)
+        checked = np.arange(len(parsed), dtype=np.int64)
+        if drops:
+            good = []
+            previous = 0
+            for index in sorted(drops):
+                good.extend(cast("list[Conversation]", parsed[previous:index]))
+                previous = index + 1
+            good.extend(cast("list[Conversation]", parsed[previous:]))
+            checked = np.delete(checked, sorted(drops))
+        hashed = self._hash(good, roles, scanned)
         content = self._content(good, hashed)
-        records, record_ends = encode_block(good)
+        records, record_ends = (
+            scanned.written.records_of(checked, good)
+            if scanned is not None and scanned.written is not None
+            else encode_block(good)
+        )
         empty_keys = np.zeros(0, dtype=np.uint64)
         return BlockResult(
             offset=block.offset,
@@ -298,11 +323,16 @@ class BatchChecker:
         )
 
     def _hash(
-        self, good: list[Conversation], roles: npt.NDArray[np.uint8] | None = None
+        self,
+        good: list[Conversation],
+        roles: npt.NDArray[np.uint8] | None = None,
+        scanned: Scanned | None = None,
     ) -> BatchHashes | None:
         if not good:
             return None
-        return self.signer.hash_batch(good, near=self.cleaning.drop_near_duplicates, roles=roles)
+        return self.signer.hash_batch(
+            good, near=self.cleaning.drop_near_duplicates, roles=roles, scanned=scanned
+        )
 
     def _content(self, good: list[Conversation], hashed: BatchHashes | None) -> dict[int, Drop]:
         """`check_content` of the conversations that may fail it: the kernel's word and character counts
@@ -332,20 +362,92 @@ class BatchChecker:
         return verdicts
 
 
+def lines_of(
+    data: bytes,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The block's bytes, and where each line starts and ends (at its newline, or the end of the
+    block): the pieces `data.split(b"\\n")` cuts, without a last empty one."""
+    array_ = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(array_ == _NEWLINE).astype(np.int64)
+    ends = newlines if data.endswith(b"\n") else np.append(newlines, len(data)).astype(np.int64)
+    starts = np.concatenate(([0], newlines[: len(ends) - 1] + 1)).astype(np.int64)
+    return array_, starts, ends
+
+
+def _scan(
+    raw: bytes,
+    data: npt.NDArray[np.uint8],
+    line_starts: npt.NDArray[np.int64],
+    line_ends: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+) -> Scanned | None:
+    """Where the block's messages are in its raw lines (`kernels.scan_block`); None when a line is not
+    simple enough to tell, or the messages found are not those msgspec decoded (counted per line)."""
+    ok, counts, line, role, start, end, ascii, scratch, records, ends, written = kernels.scan_block(
+        data, line_starts, line_ends
+    )
+    if not ok or not np.array_equal(counts, sizes):
+        return None
+    return Scanned(
+        raw + scratch.tobytes(),
+        counts,
+        line,
+        role,
+        start,
+        end,
+        ascii,
+        Written(records.tobytes(), ends, written),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A block's lines as `encode` writes them, from the scanner (`kernels.scan_block`)."""
+
+    records: bytes
+    ends: npt.NDArray[np.int64]
+    """Per line of the block: where its record ends in `records` (an unwritten line's is empty)."""
+    written: npt.NDArray[np.bool_]
+    """Per line: whether the scanner wrote it (else `encode` must)."""
+
+    def records_of(
+        self, checked: npt.NDArray[np.int64], conversations: list[Conversation]
+    ) -> tuple[bytes, npt.NDArray[np.int64]]:
+        """`encode_block(conversations)`, the conversations being the block's lines `checked`."""
+        sizes = np.diff(self.ends, prepend=0)
+        if self.written[checked].all():
+            keep = np.zeros(len(self.ends), dtype=np.bool_)
+            keep[checked] = True
+            data = self.records if keep.all() else b"".join(runs(self.records, keep, self.ends))
+            return data, np.cumsum(sizes[checked])
+        view = memoryview(self.records)
+        pieces: list[bytes | memoryview] = []
+        for position, line in enumerate(checked.tolist()):
+            if self.written[line]:
+                pieces.append(view[int(self.ends[line]) - int(sizes[line]) : int(self.ends[line])])
+            else:
+                pieces.append(encode(conversations[position]))
+        return b"".join(pieces), np.cumsum([len(piece) for piece in pieces], dtype=np.int64)
+
+
 def _suspects(
-    conversations: list[Conversation], max_messages: int
+    conversations: list[Conversation],
+    max_messages: int,
+    sizes: npt.NDArray[np.int64],
+    codes: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]:
     """The conversations that may fail `check_structure` or have too many messages (found for all at
     once; `check_structure` then gives the verdict): the others are an optional system message, then
-    user and assistant turns alternating, starting with user and ending with assistant."""
+    user and assistant turns alternating, starting with user and ending with assistant. `sizes`: the
+    messages per conversation; `codes`: their role codes, when known."""
     count = len(conversations)
-    sizes = np.fromiter(map(len, conversations), dtype=np.int64, count=count)
     total = int(sizes.sum())
-    codes = np.fromiter(
-        map(ROLE_CODES.__getitem__, [m.role for c in conversations for m in c]),
-        dtype=np.uint8,
-        count=total,
-    )
+    if codes is None:
+        codes = np.fromiter(
+            map(ROLE_CODES.__getitem__, [m.role for c in conversations for m in c]),
+            dtype=np.uint8,
+            count=total,
+        )
     wide = codes.astype(np.int64)
     line = np.repeat(np.arange(count), sizes)
     starts = np.cumsum(sizes) - sizes
@@ -406,10 +508,25 @@ def decode(record: bytes) -> list[dict[str, str]]:
 
 
 def worker_count(file_bytes: int) -> int:
-    """Threads to check blocks in (`WORKERS_ENV`); 0 means the cleaning thread. `file_bytes` is kept for
-    callers that size the pool by the file."""
+    """Threads to check blocks in: `WORKERS_ENV` when set; otherwise 2 when the file has more than one
+    block and the process may use two CPUs or more; 0 means the cleaning thread."""
     configured = os.environ.get(WORKERS_ENV, "").strip()
-    return max(int(configured), 0) if configured else 0
+    if configured:
+        return max(int(configured), 0)
+    return DEFAULT_WORKERS if file_bytes > BLOCK_BYTES and usable_cpus() >= DEFAULT_WORKERS else 0
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on, bounded by its cgroup's CPU quota (a pod's CPU limit)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path(_CPU_MAX).read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        return count
+    return count if quota == "max" else max(1, min(count, int(quota) // int(period)))
 
 
 class Runner:

@@ -91,7 +91,9 @@ def parse_conversation(text: str, *, max_messages: int = DEFAULT_MAX_MESSAGES) -
     give the same messages (the last of repeated keys wins in both), so the verdicts are the same."""
     try:
         conversation = tuple(_decode_chat_line(text).messages)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeEncodeError):
+        # UnicodeEncodeError: a str holding a lone surrogate (never one read from a file), which msgspec
+        # cannot take; `json.loads` can, and gives the verdict.
         pass
     else:
         if len(conversation) <= max_messages:

@@ -35,7 +35,7 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -72,8 +72,6 @@ _BAND_BASE: Final = 0xC2B2AE3D27D4EB4F
 _EXACT_SEED: Final = 0x243F6A8885A308D3
 _BAND_KEY_SHIFT: Final = 4
 """Band keys keep 60 bits: Python holds such an int in 32 bytes, a full 64-bit one in 36."""
-_ROW_BLOCK: Final = 256
-"""Signatures kept per numpy block in the index (blocks never move, so adding one copies nothing)."""
 
 
 class Fingerprint:
@@ -264,10 +262,21 @@ class Signer:
         return signatures
 
     def hash_batch(
-        self, conversations: Sequence[Conversation], *, near: bool, roles: npt.NDArray[np.uint8] | None = None
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        near: bool,
+        roles: npt.NDArray[np.uint8] | None = None,
+        scanned: Scanned | None = None,
     ) -> BatchHashes:
-        """`roles`: the role codes of all messages, in order, when the caller has them already."""
-        segments = _segments(conversations, near=near, roles=roles)
+        """`roles`: the role codes of all messages, in order, when the caller has them already;
+        `scanned`: where the messages are in the raw lines, when the caller found them (then only the
+        non-ASCII contents are prepared in Python)."""
+        segments = (
+            _scanned_segments(conversations, scanned, near=near)
+            if scanned is not None
+            else _segments(conversations, near=near, roles=roles)
+        )
         exact, mins, bands, redo, words, stripped = kernels.hash_batch(
             segments.buffer,
             (segments.start, segments.end, segments.line, segments.flags, segments.role),
@@ -297,6 +306,78 @@ class Signer:
         for row in range(self.rows):
             value = value * np.uint64(_BAND_BASE) + cells[:, :, row]
         return _mix64_array(value) >> np.uint64(_BAND_KEY_SHIFT)
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """Where a batch's messages are in its raw JSON lines (`kernels.scan_block`): per message, its
+    line, role code, and content's place in `buffer` (the block, then the text of escaped contents),
+    and whether the content is ASCII (else its place is not given)."""
+
+    buffer: bytes
+    counts: npt.NDArray[np.int64]
+    """Messages per line."""
+    line: npt.NDArray[np.int64]
+    role: npt.NDArray[np.uint8]
+    start: npt.NDArray[np.int64]
+    end: npt.NDArray[np.int64]
+    ascii: npt.NDArray[np.bool_]
+    written: Any = None
+    """The block's lines as they will be written (`batch.Written`), for all its lines."""
+
+    def subset(self, keep: npt.NDArray[np.bool_]) -> Scanned:
+        """The messages of the lines kept (`keep`, per line), their lines numbered anew."""
+        chosen = keep[self.line]
+        renumbered = np.cumsum(keep) - 1
+        return Scanned(
+            buffer=self.buffer,
+            counts=self.counts[keep],
+            line=renumbered[self.line[chosen]],
+            role=self.role[chosen],
+            start=self.start[chosen],
+            end=self.end[chosen],
+            ascii=self.ascii[chosen],
+            written=self.written,
+        )
+
+
+def _scanned_segments(conversations: Sequence[Conversation], scanned: Scanned, *, near: bool) -> _Segments:
+    """`_segments`, with the ASCII contents where they already are (the raw lines, or the text of
+    their escapes): only the others are prepared here, as `_segments` prepares them."""
+    line, role = scanned.line, scanned.role
+    raw_exact = kernels.RAW | kernels.EXACT
+    flags = np.where(role > 0, raw_exact | (kernels.SHINGLE if near else 0), raw_exact).astype(np.uint8)
+    others = np.flatnonzero(~scanned.ascii)
+    clean = np.bincount(line[others], minlength=len(conversations)) == 0
+    if not len(others):
+        return _Segments(scanned.buffer, scanned.start, scanned.end, line, flags, role, clean.tolist())
+    start, end = scanned.start.copy(), scanned.end.copy()
+    first = (np.cumsum(scanned.counts) - scanned.counts).tolist()
+    pieces: list[bytes] = []
+    offset = len(scanned.buffer)
+    extra: list[tuple[int, int, int]] = []
+    for index in others.tolist():
+        number = int(line[index])
+        folded = conversations[number][index - first[number]].content.casefold()
+        text = " ".join(folded.split()).encode()
+        start[index], end[index] = offset, offset + len(text)
+        offset += len(text)
+        pieces.append(text)
+        flags[index] = kernels.EXACT
+        if near and role[index]:
+            words = " ".join(_WORD.findall(folded)).encode()
+            extra.append((index + 1, offset, offset + len(words)))
+            offset += len(words)
+            pieces.append(words)
+    if extra:
+        # A second segment right after the message's first: the shingles' words.
+        at = np.array([item[0] for item in extra], dtype=np.int64)
+        start = np.insert(start, at, [item[1] for item in extra])
+        end = np.insert(end, at, [item[2] for item in extra])
+        line = np.insert(line, at, line[at - 1])
+        role = np.insert(role, at, role[at - 1])
+        flags = np.insert(flags, at, kernels.SHINGLE)
+    return _Segments(scanned.buffer + b"".join(pieces), start, end, line, flags, role, clean.tolist())
 
 
 def _segments(
@@ -403,12 +484,21 @@ class KeyTable:
 
     def setdefault(self, keys: _U64, values: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
         """`dict.setdefault` for each key in order: the value it had, or -1 where it was inserted."""
-        self._reserve(len(keys))
+        self.reserve(len(keys))
         previous, inserted = kernels.table_setdefault(self.keys, self.values, keys, values)
         self.count += inserted
         return previous  # type: ignore[no-any-return]
 
-    def _reserve(self, extra: int) -> None:
+    def slot(self, key: int) -> int:
+        """The slot that holds `key` (linear probing, as the kernels do), or the empty one it would take."""
+        mask = len(self.keys) - 1
+        slot = key & mask
+        while self.values[slot] != kernels.TABLE_EMPTY and int(self.keys[slot]) != key:
+            slot = (slot + 1) & mask
+        return slot
+
+    def reserve(self, extra: int) -> None:
+        """Room for `extra` more keys (at most 70% of the slots filled)."""
         capacity = len(self.keys)
         while (self.count + extra) * 10 > capacity * 7:
             capacity *= 2
@@ -426,31 +516,43 @@ class DedupIndex:
 
     Memory per kept example: the exact key's slot and one bucket slot per band (7 at the default
     threshold) in two `KeyTable`s (12 bytes a slot, 1.4 to 2.9 slots per key), 256 bytes of signature
-    (in blocks of `_ROW_BLOCK` rows) and its line number: 390 to 540 bytes in all, as
-    `bench/data_gate.py` measures it. A bucket's first member is in the table, the others (rare) in a
-    dict."""
+    and its line number (in arrays grown by an eighth at a time, in place where the allocator can):
+    about 400 to 560 bytes in all, as `bench/data_gate.py` measures it. A bucket's first member is in
+    one table; the others (rare) are chained from a second one, up to `MAX_BUCKET` members.
+
+    `find_exact`, `find_near` and `add` are the definitions, one example at a time, in Python;
+    `kernels.block_verdicts` takes a whole block's verdicts on the same arrays (`arrays`), and the tests
+    hold the two equal."""
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self.signer = Signer(threshold)
         self.bands, self.rows = self.signer.bands, self.signer.rows
         self._exact = KeyTable()
-        self._blocks: list[Signatures] = []
-        self._lines = array("I")
         self._buckets = KeyTable()
-        """Every band's buckets: a band key (60 bits) with the band's number in its top 4 bits."""
-        self._more: dict[int, list[int]] = {}
-        """The members of a bucket after its first."""
-        self._band_bits = np.arange(self.bands, dtype=np.uint64) << np.uint64(60)
+        """Every band's buckets: a band key (60 bits) with the band's number in its top 4 bits, and the
+        row of the bucket's first member."""
+        self._more = KeyTable()
+        """Per bucket with more than one member: the last entry of its chain."""
+        self._chain_rows = np.zeros(0, dtype=np.uint32)
+        self._chain_next = np.zeros(0, dtype=np.int64)
+        self._chained = 0
+        self._signatures = np.zeros((0, NUM_HASHES), dtype=np.uint32)
+        self._lines = np.zeros(0, dtype=np.uint32)
+        self._count = 0
+        """Signatures (rows) held."""
+        self.band_bits = np.arange(self.bands, dtype=np.uint64) << np.uint64(60)
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return self._count
 
     @property
     def nbytes(self) -> int:
-        """The arrays' bytes (the dicts of larger buckets not included)."""
-        tables = self._exact.nbytes + self._buckets.nbytes
-        return tables + sum(block.nbytes for block in self._blocks) + len(self._lines) * self._lines.itemsize
+        tables = self._exact.nbytes + self._buckets.nbytes + self._more.nbytes
+        chains = self._chain_rows.nbytes + self._chain_next.nbytes
+        return tables + chains + self._signatures.nbytes + self._lines.nbytes
+
+    # --- One example at a time (the definitions) --------------------------------------------------------
 
     def find_exact(self, print_: Fingerprint) -> Match | None:
         line = self._exact.get(print_.exact)
@@ -461,14 +563,10 @@ class DedupIndex:
         signature = print_.signature
         if signature is None:
             return None
-        candidates = self._candidates(self._bands_of(print_))
-        if not candidates:
-            return None
         best: Match | None = None
-        for ordinal in candidates:
-            block = self._blocks[ordinal // _ROW_BLOCK]
-            score = int(np.count_nonzero(block[ordinal % _ROW_BLOCK] == signature)) / NUM_HASHES
-            line = self._lines[ordinal]
+        for row in self._candidates(self._bands_of(print_)):
+            score = int(np.count_nonzero(self._signatures[row] == signature)) / NUM_HASHES
+            line = int(self._lines[row])
             if score >= self.threshold and (
                 best is None or score > best.similarity or (score == best.similarity and line < best.line)
             ):
@@ -480,58 +578,51 @@ class DedupIndex:
         signature = print_.signature
         if signature is None:
             return
-        ordinal = len(self._lines)
-        self._lines.append(line)
-        if ordinal % _ROW_BLOCK == 0:
-            self._blocks.append(np.empty((_ROW_BLOCK, NUM_HASHES), dtype=np.uint32))
-        self._blocks[-1][ordinal % _ROW_BLOCK] = signature
+        self.reserve(1)
+        row = self._count
+        self._lines[row] = line
+        self._signatures[row] = signature
+        self._count += 1
         keys = self._tagged(np.array(self._bands_of(print_), dtype=np.uint64))
-        members = np.full(len(keys), ordinal, dtype=np.uint32)
+        members = np.full(len(keys), row, dtype=np.uint32)
         for key, first in zip(keys.tolist(), self._buckets.setdefault(keys, members).tolist(), strict=True):
             if first >= 0:
-                others = self._more.setdefault(key, [])
-                if 1 + len(others) < MAX_BUCKET:
-                    others.append(ordinal)
+                self._chain(key, row)
 
-    def add_many(
-        self,
-        exact: _U64,
-        lines: list[int],
-        signatures: Signatures | None,
-        bands: _U64 | None,
-    ) -> None:
-        """`add` for examples that share no exact key and no band key with each other, with the index, or
-        with any example added later until the next `known` (the caller checked): then the verdicts are
-        the same as when they are added one by one, in order (a candidate's rank is its line, not when
-        it joined)."""
-        self._exact.setdefault(exact, np.array(lines, dtype=np.uint32))
-        if signatures is None or bands is None:
+    def _chain(self, key: int, row: int) -> None:
+        last = self._more.get(key)
+        members = 1 + len(self._chain_of(last))
+        if members >= MAX_BUCKET:
             return
-        first, count = len(self._lines), len(lines)
-        self._lines.extend(lines)
-        done = 0
-        while done < count:
-            ordinal = first + done
-            if ordinal % _ROW_BLOCK == 0:
-                self._blocks.append(np.empty((_ROW_BLOCK, NUM_HASHES), dtype=np.uint32))
-            row = ordinal % _ROW_BLOCK
-            take = min(_ROW_BLOCK - row, count - done)
-            self._blocks[-1][row : row + take] = signatures[done : done + take]
-            done += take
-        ordinals = np.repeat(np.arange(first, first + count, dtype=np.uint32), self.bands)
-        self._buckets.setdefault(self._tagged(bands).ravel(), ordinals)
+        entry = self._chained
+        self._chained += 1
+        self._chain_rows[entry] = row
+        self._chain_next[entry] = -1 if last is None else last
+        if last is None:
+            self._more.setdefault(np.array([key], dtype=np.uint64), np.array([entry], dtype=np.uint32))
+        else:
+            self._more.values[self._more.slot(key)] = entry
 
-    def known(self, exact: _U64, bands: _U64 | None) -> npt.NDArray[np.bool_]:
-        """Per example: whether its exact key or any of its band keys is already in the index."""
-        found = self._exact.lookup(exact) >= 0
-        if bands is not None and self._lines:
-            hits = self._buckets.lookup(self._tagged(bands).ravel()) >= 0
-            found |= hits.reshape(len(exact), self.bands).any(axis=1)
+    def _chain_of(self, entry: int | None) -> list[int]:
+        """The rows of a chain, from its last entry."""
+        rows: list[int] = []
+        while entry is not None and entry >= 0:
+            rows.append(int(self._chain_rows[entry]))
+            entry = int(self._chain_next[entry])
+        return rows
+
+    def _candidates(self, keys: list[int]) -> list[int]:
+        found: list[int] = []
+        tagged = self._tagged(np.array(keys, dtype=np.uint64))
+        for key, first in zip(tagged.tolist(), self._buckets.lookup(tagged).tolist(), strict=True):
+            if first >= 0:
+                found.append(first)
+                found.extend(self._chain_of(self._more.get(key)))
         return found
 
     def _tagged(self, bands: _U64) -> _U64:
         """Band keys (the last axis: bands) with each band's number in the top bits."""
-        return bands | self._band_bits
+        return bands | self.band_bits
 
     def _bands_of(self, print_: Fingerprint) -> list[int]:
         if print_.bands is None:
@@ -540,14 +631,54 @@ class DedupIndex:
             print_.bands = self.signer.band_keys(signature.reshape(1, NUM_HASHES)).tolist()[0]
         return print_.bands
 
-    def _candidates(self, keys: list[int]) -> set[int]:
-        found: set[int] = set()
-        tagged = self._tagged(np.array(keys, dtype=np.uint64))
-        for key, first in zip(tagged.tolist(), self._buckets.lookup(tagged).tolist(), strict=True):
-            if first >= 0:
-                found.add(first)
-                found.update(self._more.get(key, ()))
-        return found
+    # --- A block at a time (`kernels.block_verdicts`) ---------------------------------------------------
+
+    def reserve(self, examples: int) -> None:
+        """Room for `examples` more kept examples in every array, so that the kernel never runs out."""
+        self._exact.reserve(examples)
+        self._buckets.reserve(examples * self.bands)
+        self._more.reserve(examples * self.bands)
+        self._chain_rows = _grown(self._chain_rows, self._chained + examples * self.bands)
+        self._chain_next = _grown(self._chain_next, self._chained + examples * self.bands)
+        self._signatures = _grown(self._signatures, self._count + examples)
+        self._lines = _grown(self._lines, self._count + examples)
+
+    def arrays(self) -> tuple[npt.NDArray[Any], ...]:
+        """The index's arrays, as the kernel takes them (after `reserve`)."""
+        return (
+            self._exact.keys,
+            self._exact.values,
+            self._buckets.keys,
+            self._buckets.values,
+            self._more.keys,
+            self._more.values,
+            self._chain_rows,
+            self._chain_next,
+            self._signatures,
+            self._lines,
+        )
+
+    def counts(self) -> npt.NDArray[np.int64]:
+        """The counters the kernel updates, in its order (`set_counts` takes them back)."""
+        return np.array(
+            [self._exact.count, self._buckets.count, self._more.count, self._chained, self._count],
+            dtype=np.int64,
+        )
+
+    def set_counts(self, counts: npt.NDArray[np.int64]) -> None:
+        exact, buckets, more, chained, rows = counts.tolist()
+        self._exact.count, self._buckets.count, self._more.count = exact, buckets, more
+        self._chained, self._count = chained, rows
+
+
+def _grown(array_: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
+    """`array_` with room for `needed` rows: grown by at least an eighth, in place when the allocator
+    can (`ndarray.resize`: a large block is remapped, not copied, and nothing else refers to it)."""
+    if len(array_) >= needed:
+        return array_
+    capacity = max(needed, len(array_) + len(array_) // 8, 256)
+    array_.resize((capacity, *array_.shape[1:]), refcheck=False)
+    return array_
 
 
 def _densify(mins: list[int]) -> None:

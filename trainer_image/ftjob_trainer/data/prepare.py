@@ -10,7 +10,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, ClassVar, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -18,12 +18,12 @@ import numpy.typing as npt
 from ftjob.api.data import DataSpec
 
 from ..errors import DataInvalid
-from . import batch
+from . import batch, kernels
 from .checks import Drop, DropReason
-from .dedup import DedupIndex, Fingerprint, Match
+from .dedup import NUM_HASHES, DedupIndex, Fingerprint, Match
 from .reader import BOM, JsonlReader, TooLong, decode_line, read_range
 from .report import EXCERPT_CHARS, DataReport, DropTally, InputReport, InputRole, token_stats
-from .split import split_file
+from .split import runs, split_file
 
 TokenCounter = Callable[[list[dict[str, str]]], int]
 """Tokens in one conversation rendered with the base model's chat template."""
@@ -59,6 +59,8 @@ class _Cleaned:
     input: InputReport
     lengths: array[int]
     """Token lengths of the kept examples, in order; empty when tokens are not counted."""
+    record_lengths: npt.NDArray[np.uint32]
+    """Bytes of each kept example as written, in order."""
 
 
 @dataclass
@@ -176,6 +178,7 @@ def _run(cleaner: _Cleaner, outputs: _Outputs, *, seed: int, max_seq_length: int
             fraction=spec.effective_validation_split,
             seed=seed,
             lengths=train.lengths,
+            record_lengths=train.record_lengths,
             block_bytes=batch.BLOCK_BYTES,
         )
         outputs.kept.unlink()
@@ -220,8 +223,8 @@ class _Cleaner:
         own = self.train_index if role == "train" else DedupIndex(self.spec.cleaning.near_duplicate_threshold)
         lengths: array[int] = array("I")
         # The file travels in blocks of whole lines: parsing and hashing do not depend on earlier lines,
-        # and run for a whole block at once (in worker processes for large files). Deduplication does,
-        # so the verdicts are then taken here, in file order.
+        # and run for a whole block at once (in two threads when two CPUs are usable). Deduplication
+        # does, so the verdicts are then taken here, in file order, a block at a time.
         blocks = (
             batch.too_long(item.offset, item.number, item.text, self.max_line_bytes)
             if isinstance(item, TooLong)
@@ -237,7 +240,8 @@ class _Cleaner:
         self._current = None
         report = progress.report()
         self._done.append(report)
-        return _Cleaned(report, lengths)
+        sizes = np.concatenate(taker.record_lengths) if taker.record_lengths else np.zeros(0, dtype=np.uint32)
+        return _Cleaned(report, lengths, sizes)
 
     def close(self) -> None:
         self.runner.close()
@@ -258,23 +262,17 @@ class _Cleaner:
             error=error,
         )
 
-    def verdict(
-        self, content: Drop | None, print_: Fingerprint, own: DedupIndex, reference: DedupIndex | None
-    ) -> Drop | None:
-        cleaning = self.spec.cleaning
-        return (
-            _duplicate_of(own, print_, exact=cleaning.drop_duplicates, near=cleaning.drop_near_duplicates)
-            or content
-            or (_overlap_with(reference, print_) if reference is not None else None)
-        )
-
 
 class _Taker:
     """Takes the verdicts of one file's blocks, in file order, and writes the kept lines.
 
-    Most lines share no exact key and no band key with any line kept before or with any other line of
-    their block: nothing can match them, so they are kept and indexed all at once. The others (and all
-    lines when tokens are counted) go one by one, in order, through the same verdicts."""
+    The verdicts of a block's lines (duplicate, near duplicate, content, overlap with the training
+    file), and the index's growth with each kept line, come from one call of the compiled
+    `kernels.block_verdicts`; `compiled = False` takes them one by one through `DedupIndex`'s Python
+    definitions instead (the tests hold the two equal). Python then only sees the dropped lines (and,
+    when tokens are counted, the kept ones, in order)."""
+
+    compiled: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -290,88 +288,142 @@ class _Taker:
         self.reference = reference
         self.lengths = lengths
         self.near = cleaner.spec.cleaning.drop_near_duplicates
+        self.record_lengths: list[npt.NDArray[np.uint32]] = []
+        """Per block, the length of each kept line as written (for the split)."""
 
     def take(self, result: batch.BlockResult, sink: BinaryIO) -> None:
         progress = self.progress
         base = progress.lines_done
-        numbers = result.numbers.tolist()
         checked = result.checked
-        exact, signatures = result.exact, result.signatures
-        bands = result.bands if self.near else None
-        one_by_one = self._one_by_one(result, bands)
-        ends = result.record_ends
-        records = memoryview(result.records)
-        events = sorted([*result.drops, *checked[np.flatnonzero(one_by_one)].tolist()])
+        codes, matched, equal = self._verdicts(result)
+        kept = codes == kernels.KEPT
+        counting = self.cleaner.count_tokens is not None
+        interesting = np.arange(len(checked)) if counting else np.flatnonzero(~kept)
+        events = sorted([*result.drops, *checked[interesting].tolist()])
         positions = np.searchsorted(checked, events).tolist() if events else []
-        # Simple lines are indexed all at once at the end of the block: nothing in the block can match
-        # them, so the one-by-one verdicts do not depend on when they join the index.
-        simple = ~one_by_one
-        pieces: list[memoryview | bytes] = []
-        done = 0  # checked lines written so far
-
-        def write_simple(upto: int) -> None:
-            nonlocal done
-            if upto > done:
-                pieces.append(records[(ends[done - 1] if done else 0) : ends[upto - 1]])
-                done = upto
-
+        numbers = result.numbers
+        code_of = codes.tolist()
+        ends = result.record_ends
+        tally = progress.tally
         for index, position in zip(events, positions, strict=True):
-            write_simple(position)
             progress.lines_done = base + index
-            number = numbers[index]
+            number = int(numbers[index])
             dropped = result.drops.get(index)
             if dropped is not None:
-                progress.tally.record(number, dropped[1], dropped[0])
+                tally.record(number, dropped[1], dropped[0])
                 continue
-            print_ = Fingerprint(
-                None,
-                near=self.near,
-                exact=int(exact[position]),
-                signature=signatures[position] if self.near and signatures is not None else None,
-                bands=bands[position].tolist() if bands is not None else None,
-            )
-            drop = self.cleaner.verdict(result.content.get(position), print_, self.own, self.reference)
-            done = position + 1
-            if drop is not None:
-                text = self._text(result, index) if progress.tally.wants_sample(drop.reason) else ""
-                progress.tally.record(number, text, drop)
+            code = code_of[position]
+            if code != kernels.KEPT:
+                content = result.content.get(position)
+                reason = content.reason if code == kernels.CONTENT and content else _REASONS[code]
+                if tally.wants_sample(reason):
+                    drop = (
+                        content
+                        if content and code == kernels.CONTENT
+                        else _drop(code, matched, equal, position)
+                    )
+                    tally.record(number, self._text(result, index), drop)
+                else:
+                    tally.count(reason)
                 continue
-            record = bytes(records[(ends[position - 1] if position else 0) : ends[position]])
-            if self.cleaner.count_tokens is not None:
-                progress.lines_done = base + index + 1
-                self.lengths.append(_count(self.cleaner.count_tokens, progress.role, number, record))
-            self.own.add(print_, number)
-            pieces.append(record)
+            assert self.cleaner.count_tokens is not None
+            start = int(ends[position - 1]) if position else 0
+            record = result.records[start : int(ends[position])]
+            progress.lines_done = base + index + 1
+            self.lengths.append(_count(self.cleaner.count_tokens, progress.role, number, record))
             progress.kept += 1
-        write_simple(len(checked))
-        sink.writelines(pieces)
-        if simple.any():
-            which = np.flatnonzero(simple)
-            self.own.add_many(
-                exact[which],
-                result.numbers[checked[which]].tolist(),
-                signatures[which] if self.near and signatures is not None else None,
-                bands[which] if bands is not None else None,
-            )
-            progress.kept += len(which)
+        if not counting:
+            progress.kept += int(np.count_nonzero(kept))
+        self._write(result, kept, sink)
         progress.lines_done = base + len(numbers)
 
+    def _verdicts(
+        self, result: batch.BlockResult
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Per checked line: its verdict code (`kernels.KEPT`, ...), the line it matched, and the number
+        of equal signature values; kept lines join the index."""
+        count = len(result.checked)
+        near = self.near and result.signatures is not None and result.bands is not None
+        content = np.zeros(count, dtype=np.bool_)
+        content[list(result.content)] = True
+        lines = result.numbers[result.checked]
+        check_exact = self.cleaner.spec.cleaning.drop_duplicates
+        if not self.compiled:
+            return self._one_by_one(result, lines, content, near=near, check_exact=check_exact)
+        own = self.own
+        own.reserve(count)
+        counts = own.counts()
+        verdicts: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int64]] = (
+            kernels.block_verdicts(
+                result.exact,
+                result.signatures if near else np.zeros((count, 0), dtype=np.uint32),
+                result.bands if near else np.zeros((count, 0), dtype=np.uint64),
+                content,
+                lines,
+                own.arrays(),
+                counts,
+                self.reference.arrays() if self.reference is not None else None,
+                band_bits=own.band_bits,
+                threshold=own.threshold,
+                check_exact=check_exact,
+                near=near,
+            )
+        )
+        own.set_counts(counts)
+        return verdicts
+
     def _one_by_one(
-        self, result: batch.BlockResult, bands: npt.NDArray[np.uint64] | None
-    ) -> npt.NDArray[np.bool_]:
-        """Per checked line: whether it must go one by one."""
-        exact = result.exact
-        if self.cleaner.count_tokens is not None:
-            return np.ones(len(exact), dtype=np.bool_)
-        found = self.own.known(exact, bands) | _repeated(exact)
-        if bands is not None:
-            for column in bands.T:
-                found |= _repeated(column)
-        if self.reference is not None:
-            found |= self.reference.known(exact, bands)
-        if result.content:
-            found[list(result.content)] = True
-        return found
+        self,
+        result: batch.BlockResult,
+        lines: npt.NDArray[np.int64],
+        content: npt.NDArray[np.bool_],
+        *,
+        near: bool,
+        check_exact: bool,
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """`_verdicts` by the definitions: `DedupIndex.find_exact`, `find_near` and `add`, line by line."""
+        count = len(lines)
+        codes = np.zeros(count, dtype=np.int8)
+        matched = np.full(count, -1, dtype=np.int64)
+        equal = np.full(count, NUM_HASHES, dtype=np.int64)
+        reference = self.reference
+        for position in range(count):
+            print_ = Fingerprint(
+                None,
+                near=near,
+                exact=int(result.exact[position]),
+                signature=result.signatures[position] if near and result.signatures is not None else None,
+                bands=result.bands[position].tolist() if near and result.bands is not None else None,
+            )
+            found: tuple[int, Match | None] = (kernels.KEPT, None)
+            if check_exact and (match := self.own.find_exact(print_)):
+                found = (kernels.DUPLICATE, match)
+            elif near and (match := self.own.find_near(print_)):
+                found = (kernels.NEAR_DUPLICATE, match)
+            elif content[position]:
+                found = (kernels.CONTENT, None)
+            elif reference is not None and (match := reference.find_exact(print_)):
+                found = (kernels.OVERLAP_EXACT, match)
+            elif reference is not None and near and (match := reference.find_near(print_)):
+                found = (kernels.OVERLAP_NEAR, match)
+            code, match = found
+            codes[position] = code
+            if match is not None:
+                matched[position] = match.line
+                equal[position] = round(match.similarity * NUM_HASHES)
+            if code == kernels.KEPT:
+                self.own.add(print_, int(lines[position]))
+        return codes, matched, equal
+
+    def _write(self, result: batch.BlockResult, kept: npt.NDArray[np.bool_], sink: BinaryIO) -> None:
+        """The kept lines, as they are in the block's buffer of encoded lines."""
+        sizes = np.diff(result.record_ends, prepend=0).astype(np.uint32)
+        if kept.all():
+            sink.write(result.records)
+            self.record_lengths.append(sizes)
+        elif kept.any():
+            sink.writelines(runs(result.records, kept, result.record_ends))
+            self.record_lengths.append(sizes[kept])
 
     def _text(self, result: batch.BlockResult, index: int) -> str:
         """The start of a line, read again from the file (only for the report's samples)."""
@@ -383,17 +435,31 @@ class _Taker:
         return decode_line(raw)
 
 
-def _repeated(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-    """Per value: whether it occurs more than once."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    same = ordered[1:] == ordered[:-1]
-    flags = np.zeros(len(values), dtype=np.bool_)
-    flags[1:] |= same
-    flags[:-1] |= same
-    result = np.empty(len(values), dtype=np.bool_)
-    result[order] = flags
-    return result
+_REASONS: Final = {
+    kernels.DUPLICATE: DropReason.DUPLICATE,
+    kernels.NEAR_DUPLICATE: DropReason.NEAR_DUPLICATE,
+    kernels.OVERLAP_EXACT: DropReason.OVERLAP_WITH_TRAIN,
+    kernels.OVERLAP_NEAR: DropReason.OVERLAP_WITH_TRAIN,
+}
+
+
+def _drop(code: int, matched: npt.NDArray[np.int64], equal: npt.NDArray[np.int64], position: int) -> Drop:
+    """The verdict of a duplicate or an overlap, with its detail."""
+    line = int(matched[position])
+    similar = f"estimated Jaccard similarity {int(equal[position]) / NUM_HASHES:.2f} with"
+    if code == kernels.DUPLICATE:
+        return Drop(DropReason.DUPLICATE, f"same as line {line} after normalising case and whitespace")
+    if code == kernels.NEAR_DUPLICATE:
+        return Drop(DropReason.NEAR_DUPLICATE, f"{similar} line {line}")
+    if code == kernels.OVERLAP_EXACT:
+        # Validation examples also seen in training would make the validation loss look better than
+        # the model is; exact copies are always looked for, near copies when near-duplicate detection
+        # is on.
+        return Drop(
+            DropReason.OVERLAP_WITH_TRAIN,
+            f"same as training line {line} after normalising case and whitespace",
+        )
+    return Drop(DropReason.OVERLAP_WITH_TRAIN, f"{similar} training line {line}")
 
 
 def _count(count_tokens: TokenCounter, role: InputRole, line: int, record: bytes) -> int:
@@ -403,35 +469,6 @@ def _count(count_tokens: TokenCounter, role: InputRole, line: int, record: bytes
         # A template that refuses an example refuses it on every attempt: a data problem for the user
         # to fix, not a failure to retry.
         raise _TokenizerFailed(role, line, err) from err
-
-
-def _duplicate_of(index: DedupIndex, print_: Fingerprint, *, exact: bool, near: bool) -> Drop | None:
-    match = index.find_exact(print_) if exact else None
-    if match is not None:
-        return Drop(DropReason.DUPLICATE, f"same as line {match.line} after normalising case and whitespace")
-    match = index.find_near(print_) if near else None
-    if match is not None:
-        return Drop(DropReason.NEAR_DUPLICATE, f"{_similar(match)} line {match.line}")
-    return None
-
-
-def _overlap_with(train: DedupIndex, print_: Fingerprint) -> Drop | None:
-    """Validation examples also seen in training would make the validation loss look better than the
-    model is; exact copies are always looked for, near copies when near-duplicate detection is on."""
-    exact = train.find_exact(print_)
-    if exact is not None:
-        return Drop(
-            DropReason.OVERLAP_WITH_TRAIN,
-            f"same as training line {exact.line} after normalising case and whitespace",
-        )
-    near = train.find_near(print_)
-    if near is not None:
-        return Drop(DropReason.OVERLAP_WITH_TRAIN, f"{_similar(near)} training line {near.line}")
-    return None
-
-
-def _similar(match: Match) -> str:
-    return f"estimated Jaccard similarity {match.similarity:.2f} with"
 
 
 def _problems(report: DataReport) -> str:

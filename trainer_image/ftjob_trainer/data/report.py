@@ -147,6 +147,10 @@ class DropTally:
         if len(summary.samples) < SAMPLES_PER_REASON:
             summary.samples.append(DropSample(line=line, excerpt=excerpt(text), detail=drop.detail))
 
+    def count(self, reason: DropReason) -> None:
+        """`record` for a drop that does not become a sample (`wants_sample` said no)."""
+        self._summaries.setdefault(reason, DropSummary()).count += 1
+
     def wants_sample(self, reason: DropReason) -> bool:
         """Whether the next drop for `reason` becomes a sample (and so needs the line's text)."""
         summary = self._summaries.get(reason)
