@@ -4,6 +4,8 @@ tokenizer and the same chat rows, one after the other on one GPU.
 
     python bench/train_speed.py --out /tmp/speed               # the whole benchmark (GPU)
     python bench/train_speed.py --out /tmp/speed --tiny        # a 2-layer smoke run (CPU or GPU)
+    python bench/train_speed.py --out /tmp/quality --data zipf --steps 50 --runs recipe,project-free
+                                                               # the loss curves on rows with something to learn
 
 What it builds first, under --out: a word-level tokenizer (32,768 ids, a minimal chat template with
 generation markers), a randomly initialised bf16 Mistral checkpoint (`--layers`, 32 by default), and chat
@@ -19,7 +21,8 @@ process:
 - `project-4x4-recompute` (only when asked for): the recipe's micro-batch 4 x 4 with every layer recomputed,
   autoTune off (the trainer's layers at the recipe's settings; calibrates the memory plan);
 - `project-profile` (only when asked for in `--runs`): project-free for 4 steps with two micro-batches
-  under torch.profiler (`bench/profiled_trainer.py`); the tables go to `profile/` beside the results.
+  under torch.profiler (`bench/profiled_trainer.py`); the tables go to `profile/` beside the results;
+  `project-profile-capped` does the same under the recipe's peak (`profile-capped/`).
 
 Every run counts the same thing: tokens that are not padding, after the first optimiser step (compilation
 and allocator warm-up), with the GPU synchronised at the clock reads; peak memory is
@@ -31,6 +34,7 @@ optimiser step. The results table goes to `--out/results.md` and `results.json`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -80,15 +84,30 @@ def build_tokenizer(path: Path) -> None:
     tokenizer.save_pretrained(str(path))
 
 
-def write_rows(path: Path, count: int, low: int, high: int, seed: int) -> None:
-    """Chat rows whose rendering is `low`-`high` tokens: a user turn of a third to two thirds of it."""
+def write_rows(path: Path, count: int, low: int, high: int, seed: int, kind: str = "uniform") -> None:
+    """Chat rows whose rendering is `low`-`high` tokens: a user turn of a third to two thirds of it.
+
+    `uniform`: every word drawn uniformly (nothing to learn; the speed runs). `zipf`: text-like rows with
+    something to learn, for the loss curves: the user's words follow a Zipf law over the vocabulary, and
+    the answer translates them word by word (a fixed permutation of the vocabulary), cycling through them
+    to its length."""
     rng = random.Random(seed)
     words = VOCAB - len(SPECIALS)
+    weights = [1.0 / (rank + 10) ** 1.1 for rank in range(words)]
+    cumulative = list(itertools.accumulate(weights))
+    translate = list(range(words))
+    random.Random(0).shuffle(translate)  # the same translation for every file
     with path.open("w") as handle:
         for _ in range(count):
             total = rng.randint(low, high) - 6  # the template's markers
             user = rng.randint(total // 3, 2 * total // 3)
-            text = [f"w{rng.randrange(words)}" for _ in range(total)]
+            if kind == "zipf":
+                asked = rng.choices(range(words), cum_weights=cumulative, k=user)
+                answer = [translate[asked[i % user]] for i in range(total - user)]
+                ids = asked + answer
+            else:
+                ids = [rng.randrange(words) for _ in range(total)]
+            text = [f"w{i}" for i in ids]
             row = {
                 "messages": [
                     {"role": "user", "content": " ".join(text[:user])},
@@ -151,8 +170,8 @@ def build_assets(root: Path, args: argparse.Namespace) -> dict[str, Path]:
     }
     paths["train"].parent.mkdir(parents=True, exist_ok=True)
     low, high = (30, 150) if args.tiny else (300, 1500)
-    write_rows(paths["train"], args.rows, low, high, seed=1)
-    write_rows(paths["validation"], 16, low, high, seed=2)
+    write_rows(paths["train"], args.rows, low, high, seed=1, kind=args.data)
+    write_rows(paths["validation"], 16, low, high, seed=2, kind=args.data)
     if not (paths["model"] / "config.json").exists():
         started = time.monotonic()
         build_tokenizer(paths["model"])
@@ -411,6 +430,9 @@ def loss_agreement(a: list[float], b: list[float]) -> dict[str, Any]:
         "meanAbsDiff": round(sum(diffs) / n, 4),
         "meanLossA": round(sum(a[:n]) / n, 4),
         "meanLossB": round(sum(b[:n]) / n, 4),
+        # Where the curves end: the last ten steps' mean (the loss on `zipf` rows falls from about 10.4).
+        "lastTenA": round(sum(a[n - 10 : n]) / len(a[n - 10 : n]), 4) if n >= 10 else None,
+        "lastTenB": round(sum(b[n - 10 : n]) / len(b[n - 10 : n]), 4) if n >= 10 else None,
     }
 
 
@@ -428,7 +450,8 @@ def table(results: dict[str, Any]) -> str:
         ran = (
             f"{speed.get('attention')}, padding-free {speed.get('paddingFree')}, kernels {speed.get('kernels')}, "
             f"micro-batch {speed.get('microBatchSize')}x{speed.get('gradientAccumulationSteps')}, "
-            f"checkpointing {speed.get('gradientCheckpointing')} ({speed.get('recomputedLayers')}/{speed.get('layers')} layers), "
+            f"checkpointing {speed.get('gradientCheckpointing')} ({speed.get('recomputedLayers')}/{speed.get('layers')} layers"
+            f"{', inputs in host memory' if speed.get('recomputedInputs') == 'host' else ''}), "
             f"{speed.get('optimizer')}"
             if speed
             else f"{run.get('attention') or 'sdpa'}, padded, 4x4, checkpointing full"
@@ -442,7 +465,8 @@ def table(results: dict[str, Any]) -> str:
             f"{run.get('secondsPerStep', '-')} | {run.get('timeToFirstStepSeconds', '-')} | {run.get('tokensTrained', '-')} | {ran} |"
         )
     lines = [
-        f"Device: {results['device']}; model: {results['model']}; {results['steps']} optimiser steps per run.",
+        f"Device: {results['device']}; model: {results['model']}; {results['steps']} optimiser steps per run; "
+        f"{results.get('data', 'uniform')} rows.",
         "",
     ]
     lines += [*rows, "", "Loss agreement with the recipe (per optimiser step):", ""]
@@ -464,6 +488,17 @@ def main() -> int:
         "--tiny", action="store_true", help="a 2-layer, 64-wide model and short rows (smoke run)"
     )
     parser.add_argument("--runs", default="recipe,project-capped,project-free")
+    parser.add_argument(
+        "--data",
+        choices=("uniform", "zipf"),
+        default="uniform",
+        help="uniform random words (speed) or Zipf-distributed words with translated answers (loss curves)",
+    )
+    parser.add_argument(
+        "--cap",
+        type=float,
+        help="GiB for the capped runs when the recipe does not run (its peak was 7.61 on the H200)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run at most")
     parser.add_argument("--budget", type=float, default=3600.0, help="seconds for the whole benchmark")
     parser.add_argument("--results", type=Path, help="where results.md/json go too (e.g. $OUT)")
@@ -478,7 +513,14 @@ def main() -> int:
         return 0
 
     wanted = args.runs.split(",")
-    known = {"recipe", "project-capped", "project-free", "project-profile", *FIXED_RUNS}
+    known = {
+        "recipe",
+        "project-capped",
+        "project-free",
+        "project-profile",
+        "project-profile-capped",
+        *FIXED_RUNS,
+    }
     if unknown := [n for n in wanted if n not in known]:
         # Before the model is built and any run spends device time.
         parser.error(f"unknown runs {unknown}: choose from {sorted(known)}")
@@ -502,6 +544,7 @@ def main() -> int:
         else "tiny Mistral, 2 layers",
         "steps": args.steps,
         "rows": args.rows,
+        "data": args.data,
         "runs": {},
     }
 
@@ -537,7 +580,7 @@ def main() -> int:
         run["timeToFirstStepSeconds"] = first
         results["runs"]["recipe"] = run
         save()
-    cap = results["runs"].get("recipe", {}).get("peakAllocatedGiB")
+    cap = results["runs"].get("recipe", {}).get("peakAllocatedGiB") or args.cap
     # The project's runs go in the order --runs names them, so a short budget cuts the last ones.
     for name in [n for n in wanted if n != "recipe"]:
         if name in ("project-capped", "project-free"):
@@ -553,12 +596,16 @@ def main() -> int:
             )
             save()
             continue
-        # project-profile: the default spec with the GPU to itself, 4 steps, two micro-batches of step 3 profiled.
-        folder = (args.results or root) / "profile"
+        # project-profile(-capped): the default spec with the GPU to itself (or under the recipe's peak),
+        # 4 steps, two micro-batches of step 3 profiled.
+        capped = name == "project-profile-capped"
+        if capped and cap is None:
+            continue
+        folder = (args.results or root) / ("profile-capped" if capped else "profile")
         shutil.rmtree(folder, ignore_errors=True)  # an earlier run's summary must not pass for this one's
-        run = run_project(paths, root, "project-profile", 4, None, timeout(), profile=folder)
+        run = run_project(paths, root, name, 4, cap if capped else None, timeout(), profile=folder)
         summary = folder / "summary.json"
-        results["profile"] = {
+        results["profile-capped" if capped else "profile"] = {
             "exitCode": run.get("exitCode"),
             "speed": run.get("speed"),
             **(json.loads(summary.read_text()) if summary.exists() else {"missing": str(summary)}),

@@ -299,3 +299,50 @@ def test_a_four_bit_model_trains_in_bf16_through_fused_layers(tmp_path: Any) -> 
     assert len(lora) == 28 and all(g is not None for g in lora.values())
     # lora_B starts at zero, so lora_A's gradient is zero on the first step; lora_B's must not be.
     assert all(float(g.abs().sum()) > 0 for n, g in lora.items() if g is not None and "lora_B" in n)
+
+
+@pytest.mark.parametrize("update", ["fused", "foreach", "copy"])
+def test_adapter_casts_follow_every_update_of_the_weights(update: str) -> None:
+    """The compute-dtype copy of an adapter weight is made once per update: reused while the weight is
+    unchanged, remade after the optimiser's in-place step (fused or foreach AdamW) or a copy into it."""
+    from ftjob_trainer.fused_lora import _cast
+
+    weight = torch.nn.Parameter(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)))
+    first = _cast(weight, torch.bfloat16)
+    assert _cast(weight, torch.bfloat16) is first and _cast(weight, torch.float32) is weight
+    if update == "copy":
+        with torch.no_grad():
+            weight.copy_(weight * 3)
+    else:
+        optimiser = torch.optim.AdamW([weight], lr=0.5, fused=update == "fused", foreach=update == "foreach")
+        weight.grad = torch.ones_like(weight)
+        optimiser.step()
+    after = _cast(weight, torch.bfloat16)
+    assert after is not first and torch.equal(after, weight.detach().to(torch.bfloat16))
+    assert not torch.equal(after, first)  # control: the update changed the weight
+
+
+def test_the_rebuild_path_is_fused_without_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """offload.py's first forward pass runs without a graph but must draw the dropout masks its rebuild
+    draws: `fused_without_grad` keeps the fused path there; plain no-grad runs peft's forward."""
+    model = peft_block(torch.float32, dropout=0.1)
+    fused_lora.install(model)
+    model.train()
+    calls: list[int] = []
+    original = fused_lora.LoraLinearFunction.apply
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(fused_lora.LoraLinearFunction, "apply", counting)
+    x = torch.randn(3, IN)
+    with torch.no_grad():
+        model(x)
+    assert calls == []
+    with torch.no_grad(), fused_lora.fused_without_grad():
+        model(x)
+    assert len(calls) == 2
+    with torch.no_grad():
+        model(x)
+    assert len(calls) == 2

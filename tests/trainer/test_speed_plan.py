@@ -211,6 +211,7 @@ def test_sft_arguments_follow_the_speed_and_memory_plans(tmp_path: Path) -> None
     assert kwargs["gradient_accumulation_steps"] == memory.accumulation
     assert kwargs["gradient_checkpointing"] is False
     assert kwargs["include_num_input_tokens_seen"] == "no"
+    assert kwargs["accelerator_config"] == {"non_blocking": True} and kwargs["dataloader_pin_memory"]
 
     packed = sft_config_kwargs(
         spec(packing=True), training, tmp_path, use_cpu=False, speed=speed, memory=memory
@@ -219,6 +220,7 @@ def test_sft_arguments_follow_the_speed_and_memory_plans(tmp_path: Path) -> None
 
     plain = sft_config_kwargs(job, plan_training(job.peft, CPU), tmp_path, use_cpu=True)
     assert "padding_free" not in plain and plain["per_device_train_batch_size"] == 4
+    assert "accelerator_config" not in plain
 
 
 def test_only_tokens_that_are_not_padding_count() -> None:

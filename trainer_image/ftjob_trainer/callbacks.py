@@ -13,6 +13,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from ftjob.contract import ProgressRecord
 
+from .offload import HostOffload, offloaded_checkpoint
 from .progress import ProgressReporter, ThroughputMeter, human_line, now_iso
 from .signals import StopRequest
 
@@ -220,11 +221,14 @@ class StopOnSignalCallback(TrainerCallback):
 class SelectiveRecomputeCallback(TrainerCallback):
     """Recompute only the first `recomputed` decoder layers in the backward pass; the others keep their
     activations. transformers turns checkpointing on for every layer at the start of `train()` (before
-    this hook), so the choice is applied here, layer by layer."""
+    this hook), so the choice is applied here, layer by layer; with `inputs_on_host`, the recomputed
+    layers keep their inputs in host memory (`offload.py`)."""
 
-    def __init__(self, recomputed: int) -> None:
+    def __init__(self, recomputed: int, inputs_on_host: bool = False) -> None:
         self.recomputed = recomputed
+        self.inputs_on_host = inputs_on_host
         self.layers = 0
+        self.offload: HostOffload | None = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -233,19 +237,39 @@ class SelectiveRecomputeCallback(TrainerCallback):
         if model is None:
             return
         self.layers = apply_selective_recompute(model, self.recomputed)
+        if self.inputs_on_host:
+            self.offload = HostOffload()
+            offloaded = offload_recomputed_inputs(model, self.offload)
         log.info(
-            "recomputing activations of %d of %d decoder layers in the backward pass",
+            "recomputing activations of %d of %d decoder layers in the backward pass%s",
             min(self.recomputed, self.layers),
             self.layers,
+            f", the inputs of {offloaded} in host memory" if self.inputs_on_host else "",
         )
+
+
+def _checkpointing_layers(model: Any) -> list[Any]:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
 def apply_selective_recompute(model: Any, recomputed: int) -> int:
     """Set each decoder layer's checkpointing flag (the first `recomputed` on); returns the layer count."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers = _checkpointing_layers(model)
     for index, layer in enumerate(layers):
         # Only ever switched off: a layer stays recomputed only where checkpointing was enabled.
         layer.gradient_checkpointing = bool(layer.gradient_checkpointing) and index < recomputed
     return len(layers)
+
+
+def offload_recomputed_inputs(model: Any, offload: HostOffload) -> int:
+    """Route every recomputed layer's checkpointing through `offload`; how many layers were."""
+    count = 0
+    for layer in _checkpointing_layers(model):
+        current = getattr(layer, "_gradient_checkpointing_func", None)
+        if not layer.gradient_checkpointing or current is None or getattr(current, "offloads", False):
+            continue
+        layer._gradient_checkpointing_func = offloaded_checkpoint(offload, fallback=current)
+        count += 1
+    return count

@@ -22,11 +22,14 @@ by its forward hook, so sharded training keeps peft's path too (`install` is not
 
 from __future__ import annotations
 
+import contextvars
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 _masked_scale: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = (
     torch.ops.aten.native_dropout_backward
@@ -48,6 +51,34 @@ def _base_weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
 
         weight = dequantize_4bit(weight.data, quant_state)
     return weight.to(dtype)
+
+
+_updates = [0]
+"""Optimiser steps taken in this process (any torch optimiser: a global step hook counts them)."""
+_hook: list[Any] = []
+
+
+def _count_updates() -> None:
+    if not _hook:
+        _hook.append(register_optimizer_step_post_hook(lambda *_: _updates.__setitem__(0, _updates[0] + 1)))
+
+
+def _cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An adapter weight in the compute dtype, cast once per update of the weight rather than in every
+    forward and backward pass (two to four casts per layer and micro-batch, each a kernel and a tensor).
+    The cast is remade after every optimiser step (fused AdamW updates in place without advancing the
+    weight's version counter), after any other in-place write (which does) and for a new storage."""
+    _count_updates()
+    if weight.dtype == dtype:
+        return weight
+    key = (_updates[0], weight._version, weight.data_ptr(), dtype)
+    cached = getattr(weight, "_ftjob_cast", None)
+    if cached is not None and cached[0] == key:
+        cast: torch.Tensor = cached[1]
+        return cast
+    cast = weight.detach().to(dtype)
+    weight._ftjob_cast = (key, cast)  # type: ignore[attr-defined]
+    return cast
 
 
 def compute_dtype(base: torch.nn.Module, x: torch.Tensor) -> torch.dtype:
@@ -85,10 +116,10 @@ class LoraLinearFunction(torch.autograd.Function):
             dropped, mask = torch.native_dropout(x2, dropout, True)
         else:
             dropped = x2
-        a = dropped @ lora_a.to(dtype).t()
+        a = dropped @ _cast(lora_a, dtype).t()
         del dropped
         # The adapter's product is added into the base output in place: no copy of the base output.
-        y.addmm_(a, lora_b.to(dtype).t(), alpha=scaling)
+        y.addmm_(a, _cast(lora_b, dtype).t(), alpha=scaling)
         ctx.save_for_backward(x2, mask, a, lora_a, lora_b)
         ctx.base = base
         ctx.scaling = scaling
@@ -105,7 +136,7 @@ class LoraLinearFunction(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1]).to(dtype)
         grad_x = grad_a = grad_b = None
         # dL/d(dropout(x) A^T), the adapter's inner activation: small (tokens x r).
-        g_inner = (g @ lora_b.to(dtype)).mul_(scaling)
+        g_inner = (g @ _cast(lora_b, dtype)).mul_(scaling)
         if ctx.needs_input_grad[2]:
             grad_b = (g.t() @ a).mul_(scaling).to(lora_b.dtype)
         keep = 1.0 / (1.0 - dropout) if dropout > 0 else 1.0
@@ -116,9 +147,9 @@ class LoraLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = g @ _base_weight(ctx.base, dtype)
             if mask is None:
-                grad_x.addmm_(g_inner, lora_a.to(dtype))
+                grad_x.addmm_(g_inner, _cast(lora_a, dtype))
             else:
-                grad_x += _masked_scale(g_inner @ lora_a.to(dtype), mask, keep)
+                grad_x += _masked_scale(g_inner @ _cast(lora_a, dtype), mask, keep)
             grad_x = grad_x.reshape(ctx.input_shape).to(ctx.input_dtype)
         return grad_x, grad_a, grad_b, None, None, None
 
@@ -143,9 +174,27 @@ def _training_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> 
     return result
 
 
+_WITHOUT_GRAD: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ftjob_fused_without_grad", default=False
+)
+
+
+@contextmanager
+def fused_without_grad() -> Iterator[None]:
+    """Training layers take the fused path with gradients off too: the first forward pass of a recomputed
+    layer (offload.py) must draw the dropout masks its rebuild draws, without building a graph."""
+    token = _WITHOUT_GRAD.set(True)
+    try:
+        yield
+    finally:
+        _WITHOUT_GRAD.reset(token)
+
+
 def _takes_fused_path(layer: Any) -> bool:
     """Training with one plain, unmerged adapter active; anything else is peft's own forward."""
-    if not (layer.training and torch.is_grad_enabled()) or layer.disable_adapters or layer.merged:
+    if not layer.training or layer.disable_adapters or layer.merged:
+        return False
+    if not torch.is_grad_enabled() and not _WITHOUT_GRAD.get():
         return False
     active = list(layer.active_adapters)
     if len(active) != 1 or active[0] not in layer.lora_A:

@@ -167,6 +167,10 @@ class MemoryPlan:
     """Bytes the plan is expected to allocate at most (None: not estimated, e.g. on CPUs)."""
     budget: int | None
     reason: str
+    inputs_on_host: bool = False
+    """The recomputed layers' inputs wait in pinned host memory (`offload.py`), not on the GPU."""
+    host_bytes: int | None = None
+    """Pinned host memory those inputs take at most (with inputs on the host)."""
 
     @property
     def checkpointing(self) -> Literal["full", "selective", "off"]:
@@ -183,6 +187,10 @@ class MemoryPlan:
             "layers": self.layers,
             "reason": self.reason,
         }
+        if self.recomputed_layers > 0:
+            out["recomputedInputs"] = "host" if self.inputs_on_host else "gpu"
+        if self.host_bytes is not None:
+            out["hostGiB"] = round(self.host_bytes / GIB, 2)
         if self.estimated_peak is not None:
             out["estimatedPeakGiB"] = round(self.estimated_peak / GIB, 2)
         if self.budget is not None:
@@ -199,17 +207,51 @@ def worst_micro_batch_tokens(lengths: list[int], micro_batch: int, *, padding_fr
     return sum(longest) if padding_free else len(longest) * longest[0]
 
 
-def estimate_peak(shape: ModelShape, *, static: int, trainable: int, tokens: int, recomputed: int) -> int:
+def estimate_peak(
+    shape: ModelShape,
+    *,
+    static: int,
+    trainable: int,
+    tokens: int,
+    recomputed: int,
+    inputs_on_host: bool = False,
+) -> int:
     """Bytes a training step allocates at most: what is loaded (weights, adapters), the optimiser's states
     and gradients of the adapters, the activations kept between forward and backward, and one recomputed
-    layer's activations rebuilt during the backward pass."""
-    kept = (shape.layers - recomputed) * shape.layer_bytes(tokens) + recomputed * shape.checkpoint_bytes(
-        tokens
-    )
+    layer's activations rebuilt during the backward pass. Recomputed layers whose inputs wait in host memory
+    keep two inputs on the GPU at most (one in use, one being copied)."""
+    on_gpu = min(recomputed, 2) if inputs_on_host else recomputed
+    kept = (shape.layers - recomputed) * shape.layer_bytes(tokens) + on_gpu * shape.checkpoint_bytes(tokens)
     rebuilt = int(shape.activations.rebuilt_fraction * shape.layer_bytes(tokens)) if recomputed else 0
     # Logits are computed in chunks by trl; the hidden states' gradient and the norms' fp32 copies remain.
     head = 2 * tokens * shape.hidden * 4
-    return static + 12 * trainable + kept + rebuilt + head
+    # Per trainable parameter: its gradient and AdamW's two moments (fp32), and fused_lora's bf16 copy.
+    return static + 14 * trainable + kept + rebuilt + head
+
+
+def host_bytes(shape: ModelShape, *, tokens: int, recomputed: int) -> int:
+    """Pinned host memory the recomputed layers' inputs take: twice their size, since the pinned-memory
+    allocator rounds each block up to a power of two."""
+    return 2 * recomputed * shape.checkpoint_bytes(tokens)
+
+
+HOST_SHARE = 0.5
+"""Of the host memory available to the trainer (its cgroup's limit less its use, or MemAvailable), the
+share the layer inputs may take: the rest is for the data, the tokenizer and the checkpoint uploads."""
+
+
+def host_memory_available(meminfo: str, cgroup_max: str | None, cgroup_current: str | None) -> int | None:
+    """Bytes of host memory the trainer can still take (pure: the texts of /proc/meminfo and of the
+    cgroup's memory.max and memory.current); None when /proc/meminfo does not say."""
+    available: int | None = None
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+    if available is None:
+        return None
+    if cgroup_max is not None and cgroup_current is not None and cgroup_max.strip() != "max":
+        available = min(available, max(0, int(cgroup_max) - int(cgroup_current)))
+    return available
 
 
 def memory_budget(*, static: int, free: int, limit: int | None) -> tuple[int, str]:
@@ -236,6 +278,7 @@ def plan_memory(
     free: int | None,
     limit: int | None,
     auto: bool,
+    host_free: int | None = None,
 ) -> MemoryPlan:
     """Pick the micro-batch and the recomputed layers (pure; the caller measures `static`, `free`).
 
@@ -245,7 +288,12 @@ def plan_memory(
     one (about 5%), so: first recompute as few layers as fit, then, once none is recomputed, take the
     largest micro-batch that divides the step and fits. Only when the spec's micro-batch does not fit even
     with every layer recomputed does the micro-batch go below it. Without `auto`, or without
-    a GPU to measure, the spec's values run as given."""
+    a GPU to measure, the spec's values run as given.
+
+    When every layer is recomputed anyway and `host_free` bytes of host memory may hold their inputs
+    (single-process training), the inputs go to the host if that lets a larger micro-batch fit: with
+    every layer run twice, small micro-batches leave the GPU waiting on kernel launches (on the H200,
+    micro-batch 4 of a 7B model ran at about half the GPU's pace)."""
     layers = shape.layers
     given = MemoryPlan(
         micro_batch=per_device_batch,
@@ -260,53 +308,86 @@ def plan_memory(
         return given
     budget, source = memory_budget(static=static, free=free, limit=limit)
 
-    def peak(micro: int, recomputed: int) -> int:
-        tokens = worst_micro_batch_tokens(lengths, micro, padding_free=padding_free)
-        return estimate_peak(shape, static=static, trainable=trainable, tokens=tokens, recomputed=recomputed)
+    def tokens(micro: int) -> int:
+        return worst_micro_batch_tokens(lengths, micro, padding_free=padding_free)
 
-    def plan(micro: int, recomputed: int, why: str) -> MemoryPlan:
+    def peak(micro: int, recomputed: int, on_host: bool = False) -> int:
+        return estimate_peak(
+            shape,
+            static=static,
+            trainable=trainable,
+            tokens=tokens(micro),
+            recomputed=recomputed,
+            inputs_on_host=on_host,
+        )
+
+    def plan(micro: int, recomputed: int, why: str, on_host: bool = False) -> MemoryPlan:
         return MemoryPlan(
             micro_batch=micro,
             accumulation=per_device_batch * accumulation // micro,
             recomputed_layers=recomputed,
             layers=layers,
-            estimated_peak=peak(micro, recomputed),
+            estimated_peak=peak(micro, recomputed, on_host),
             budget=budget,
             reason=why,
+            inputs_on_host=on_host,
+            host_bytes=host_bytes(shape, tokens=tokens(micro), recomputed=recomputed) if on_host else None,
         )
 
     step = per_device_batch * accumulation
-    if peak(per_device_batch, 0) <= budget:
-        larger = [m for m in range(per_device_batch + 1, step + 1) if step % m == 0 and peak(m, 0) <= budget]
-        micro = max(larger, default=per_device_batch)
-        return plan(micro, 0, f"no recomputation and micro-batch {micro} fit {source}")
-    fewest = range(1, layers + 1) if checkpointing_allowed else range(0)
-    for recomputed in fewest:
-        if peak(per_device_batch, recomputed) <= budget:
-            return plan(
-                per_device_batch,
-                recomputed,
-                f"{recomputed} of {layers} layers recomputed to fit {source}",
-            )
-    # Not even every layer recomputed fits the spec's micro-batch: smaller micro-batches (the optimiser step
-    # keeps its sequences, so the loss curve does not change), the largest that fits, with as few layers
-    # recomputed as it allows.
-    options = range(0, layers + 1) if checkpointing_allowed else range(1)
-    spec_choice = "every layer recomputed" if checkpointing_allowed else "gradientCheckpointing is false"
-    for micro in sorted((m for m in range(1, per_device_batch) if step % m == 0), reverse=True):
-        for recomputed in options:
-            if peak(micro, recomputed) <= budget:
-                recomputes = (
-                    f"{recomputed} of {layers} layers recomputed" if recomputed else "no recomputation"
+    divisors = sorted((m for m in range(1, step + 1) if step % m == 0), reverse=True)
+
+    def on_gpu() -> MemoryPlan:
+        if peak(per_device_batch, 0) <= budget:
+            larger = [m for m in divisors if m > per_device_batch and peak(m, 0) <= budget]
+            micro = max(larger, default=per_device_batch)
+            return plan(micro, 0, f"no recomputation and micro-batch {micro} fit {source}")
+        fewest = range(1, layers + 1) if checkpointing_allowed else range(0)
+        for recomputed in fewest:
+            if peak(per_device_batch, recomputed) <= budget:
+                return plan(
+                    per_device_batch,
+                    recomputed,
+                    f"{recomputed} of {layers} layers recomputed to fit {source}",
                 )
+        # Not even every layer recomputed fits the spec's micro-batch: smaller micro-batches (the optimiser
+        # step keeps its sequences, so the loss curve does not change), the largest that fits, with as few
+        # layers recomputed as it allows.
+        options = range(0, layers + 1) if checkpointing_allowed else range(1)
+        spec_choice = "every layer recomputed" if checkpointing_allowed else "gradientCheckpointing is false"
+        for micro in (m for m in divisors if m < per_device_batch):
+            for recomputed in options:
+                if peak(micro, recomputed) <= budget:
+                    recomputes = (
+                        f"{recomputed} of {layers} layers recomputed" if recomputed else "no recomputation"
+                    )
+                    return plan(
+                        micro,
+                        recomputed,
+                        f"micro-batch {micro} and {recomputes} to fit {source} (micro-batch "
+                        f"{per_device_batch} does not fit it, {spec_choice})",
+                    )
+        return plan(
+            1,
+            layers if checkpointing_allowed else 0,
+            f"the estimate exceeds {source} at every micro-batch: micro-batch 1, {spec_choice}",
+        )
+
+    chosen = on_gpu()
+    if host_free is None or not checkpointing_allowed or chosen.recomputed_layers < layers:
+        return chosen
+    for micro in divisors:
+        for recomputed in range(1, layers + 1):
+            if (micro, -recomputed) <= (chosen.micro_batch, -chosen.recomputed_layers):
+                return chosen
+            pinned = host_bytes(shape, tokens=tokens(micro), recomputed=recomputed)
+            if pinned <= host_free and peak(micro, recomputed, True) <= budget:
                 return plan(
                     micro,
                     recomputed,
-                    f"micro-batch {micro} and {recomputes} to fit {source} (micro-batch {per_device_batch} "
-                    f"does not fit it, {spec_choice})",
+                    f"micro-batch {micro} with {recomputed} of {layers} layers recomputed, their inputs "
+                    f"in host memory (up to {pinned / GIB:.1f} GiB pinned), to fit {source}; with the "
+                    f"inputs on the GPU: micro-batch {chosen.micro_batch}, every layer recomputed",
+                    on_host=True,
                 )
-    return plan(
-        1,
-        layers if checkpointing_allowed else 0,
-        f"the estimate exceeds {source} at every micro-batch: micro-batch 1, {spec_choice}",
-    )
+    return chosen

@@ -21,10 +21,12 @@ from .errors import Interrupted
 from .memory import (
     FUSED_LAYERS,
     GIB,
+    HOST_SHARE,
     PEFT_LAYERS,
     MemoryPlan,
     ModelShape,
     estimate_peak,
+    host_memory_available,
     memory_budget,
     plan_memory,
 )
@@ -157,7 +159,7 @@ def train(ctx: RunContext, model_source: ResolvedModel, tokenizer: Any, prepared
     progress = ProgressCallback(ctx.reporter)
     callbacks: list[Any] = [
         progress,
-        SelectiveRecomputeCallback(memory.recomputed_layers),
+        SelectiveRecomputeCallback(memory.recomputed_layers, inputs_on_host=memory.inputs_on_host),
         CheckpointUploadCallback(store, barrier=ctx.dist.barrier if ctx.dist.enabled else None),
         StopOnSignalCallback(ctx.stop, agree=ctx.dist.any),
     ]
@@ -351,6 +353,8 @@ def choose_memory_plan(
         static = int(torch.cuda.memory_allocated()) - saved
         free = int(torch.cuda.mem_get_info()[0]) + saved
     limit = training.gpu_memory_limit_gib
+    # Layer inputs in host memory need the nested backward of offload.py, which DDP's hooks do not allow.
+    host_free = host_memory_for_offload() if hardware.cuda and strategy.name == "single" else None
     if training.packing:
         # Packed rows are filled up to maxSeqLength whatever the examples' lengths.
         lengths = [training.max_seq_length] * (
@@ -368,7 +372,27 @@ def choose_memory_plan(
         free=free,
         limit=int(limit * GIB) if limit is not None else None,
         auto=training.auto_tune,
+        host_free=host_free,
     )
+
+
+def host_memory_for_offload() -> int | None:
+    """Bytes of host memory recomputed layers' inputs may take: `HOST_SHARE` of what the container can
+    still take (its cgroup's limit less its use, or the machine's available memory)."""
+
+    def read(path: str) -> str | None:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return None
+
+    meminfo = read("/proc/meminfo")
+    if meminfo is None:
+        return None
+    available = host_memory_available(
+        meminfo, read("/sys/fs/cgroup/memory.max"), read("/sys/fs/cgroup/memory.current")
+    )
+    return int(available * HOST_SHARE) if available is not None else None
 
 
 def restore_finished(trainer: Any, checkpoint: Path) -> float | None:
