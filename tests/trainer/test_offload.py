@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,15 +15,9 @@ from transformers import MistralConfig, MistralForCausalLM
 
 from ftjob_trainer import fused_lora
 from ftjob_trainer.callbacks import apply_selective_recompute, offload_recomputed_inputs
-from ftjob_trainer.memory import (
-    FUSED_LAYERS,
-    GIB,
-    ModelShape,
-    host_bytes,
-    host_memory_available,
-    plan_memory,
-)
+from ftjob_trainer.memory import FUSED_LAYERS, GIB, host_bytes, host_memory_available
 from ftjob_trainer.offload import HostOffload, offloaded_checkpoint
+from tests.trainer.test_speed_plan import LENGTHS, MISTRAL_7B, plan_7b
 
 LAYERS = 3
 
@@ -133,26 +128,20 @@ def test_calls_it_cannot_serve_go_to_the_usual_checkpoint() -> None:
 
 # --- The plan ------------------------------------------------------------------------------------------------
 
-SHAPE = replace(ModelShape(layers=32, hidden=4096, intermediate=14336, vocab=32768), activations=FUSED_LAYERS)
-LENGTHS = [300 + (i * 37) % 1200 for i in range(2000)]
+SHAPE = replace(MISTRAL_7B, activations=FUSED_LAYERS)
 
 
 def plan(**overrides: Any) -> Any:
+    """The 7B plan of test_speed_plan with the fused layers' activations and 4-bit weights (4.0 GiB held),
+    under the recipe's 7.61 GiB, with 64 GiB of host memory to spare."""
     kwargs: dict[str, Any] = {
         "shape": SHAPE,
         "static": int(4.0 * GIB),
-        "trainable": 41_943_040,
-        "lengths": LENGTHS,
-        "padding_free": True,
-        "per_device_batch": 4,
-        "accumulation": 4,
-        "checkpointing_allowed": True,
         "free": 130 * GIB,
         "limit": int(7.61 * GIB),
-        "auto": True,
         "host_free": 64 * GIB,
     }
-    return plan_memory(**{**kwargs, **overrides})
+    return plan_7b(**{**kwargs, **overrides})
 
 
 def test_under_a_cap_host_memory_buys_a_larger_micro_batch() -> None:
@@ -203,3 +192,87 @@ def test_on_a_gpu_the_inputs_leave_it() -> None:
     for name in reference:
         torch.testing.assert_close(got[name], reference[name], rtol=1e-4, atol=1e-5)
     assert offload.saved_bytes == LAYERS * ids.numel() * 32 * 4
+
+
+def test_the_trainer_trains_alike_with_inputs_on_the_host(tmp_path: Path) -> None:
+    """The real trl trainer on CPU, two optimiser steps of two micro-batches, padding-free, dropout on:
+    with every layer recomputed and the inputs on the host (the callback wires it at train start), the
+    losses and the trained adapter equal those of keeping every activation."""
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from trl.trainer.sft_config import SFTConfig
+
+    from ftjob.api import FineTuneJobSpec
+    from ftjob_trainer.callbacks import SelectiveRecomputeCallback
+    from ftjob_trainer.memory import MemoryPlan
+    from ftjob_trainer.modeling import Hardware, SpeedPlan, plan_training
+    from ftjob_trainer.training import counting_trainer_class, sft_config_kwargs
+
+    words = ["<pad>", "<eos>"] + [f"w{i}" for i in range(94)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    lengths = [9, 17, 5, 12, 14, 7, 10, 6]
+    rows = Dataset.from_list(
+        [
+            {"input_ids": [2 + (3 * i + n) % 90 for i in range(n)], "assistant_masks": [0] + [1] * (n - 1)}
+            for n in lengths
+        ]
+    )
+    job = FineTuneJobSpec.model_validate(
+        {
+            "baseModel": {"uri": "s3://models/base/"},
+            "data": {"trainUri": "s3://data/train.jsonl"},
+            "output": {"uri": "s3://out/run/"},
+            "training": {"maxSteps": 2, "perDeviceBatchSize": 2, "gradientAccumulationSteps": 2},
+        }
+    )
+    speed = SpeedPlan(attention="sdpa", padding_free=True, liger=False, optimizer="adamw_torch", notes=())
+
+    def train(recomputed: int, on_host: bool) -> tuple[list[float], dict[str, torch.Tensor], Any]:
+        model = tiny_lora_model(dropout=0.1)
+        memory = MemoryPlan(
+            micro_batch=2,
+            accumulation=2,
+            recomputed_layers=recomputed,
+            layers=LAYERS,
+            estimated_peak=None,
+            budget=None,
+            reason="test",
+            inputs_on_host=on_host,
+        )
+        cpu = Hardware(cuda=False, bf16=False, device_name="cpu")
+        kwargs = sft_config_kwargs(
+            job, plan_training(job.peft, cpu), tmp_path, use_cpu=True, speed=speed, memory=memory
+        )
+        kwargs.update(
+            eval_strategy="no",
+            save_strategy="no",
+            load_best_model_at_end=False,
+            metric_for_best_model=None,
+            logging_steps=1,
+        )
+        callback = SelectiveRecomputeCallback(recomputed, inputs_on_host=on_host)
+        trainer = counting_trainer_class()(
+            model=model,
+            args=SFTConfig(**kwargs),
+            train_dataset=rows,
+            processing_class=tokenizer,
+            callbacks=[callback],
+        )
+        trainer.train()
+        losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+        lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+        return losses, lora, callback
+
+    kept_losses, kept, _ = train(0, on_host=False)
+    host_losses, on_host, callback = train(LAYERS, on_host=True)
+    assert callback.offload is not None and callback.offload.saved_bytes > 0
+    assert len(host_losses) == 2
+    torch.testing.assert_close(host_losses, kept_losses, rtol=1e-5, atol=1e-6)
+    for name in kept:
+        torch.testing.assert_close(on_host[name], kept[name], rtol=1e-5, atol=1e-6)
+    # Control: training moved the adapters, so equal adapters are not equal initial ones.
+    start = {n: p for n, p in tiny_lora_model(dropout=0.1).named_parameters() if "lora_" in n}
+    assert max((kept[n] - start[n]).abs().max().item() for n in kept) > 1e-4
