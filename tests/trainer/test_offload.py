@@ -180,6 +180,8 @@ def test_host_memory_available_reads_meminfo_and_the_cgroup() -> None:
     assert host_memory_available(meminfo, str(8 * GIB), str(6 * GIB)) == 2 * GIB
     assert host_memory_available(meminfo, str(GIB), str(2 * GIB)) == 0
     assert host_memory_available("MemTotal: 1 kB\n", None, None) is None
+    # cgroup v1 without a limit: a huge number, so the machine's figure stands.
+    assert host_memory_available(meminfo, "9223372036854771712\n", "4096\n") == 32000000 * 1024
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

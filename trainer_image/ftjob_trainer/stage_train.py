@@ -378,7 +378,7 @@ def choose_memory_plan(
 
 def host_memory_for_offload() -> int | None:
     """Bytes of host memory recomputed layers' inputs may take: `HOST_SHARE` of what the container can
-    still take (its cgroup's limit less its use, or the machine's available memory)."""
+    still take (its cgroup's limit less its use, v2 or v1, or the machine's available memory)."""
 
     def read(path: str) -> str | None:
         try:
@@ -389,9 +389,11 @@ def host_memory_for_offload() -> int | None:
     meminfo = read("/proc/meminfo")
     if meminfo is None:
         return None
-    available = host_memory_available(
-        meminfo, read("/sys/fs/cgroup/memory.max"), read("/sys/fs/cgroup/memory.current")
-    )
+    limit, used = read("/sys/fs/cgroup/memory.max"), read("/sys/fs/cgroup/memory.current")
+    if limit is None:  # cgroup v1 nodes (no limit reads as a huge number there)
+        limit = read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+        used = read("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+    available = host_memory_available(meminfo, limit, used)
     return int(available * HOST_SHARE) if available is not None else None
 
 
