@@ -93,10 +93,10 @@ def write_rows(path: Path, count: int, low: int, high: int, seed: int, kind: str
     to its length."""
     rng = random.Random(seed)
     words = VOCAB - len(SPECIALS)
-    weights = [1.0 / (rank + 10) ** 1.1 for rank in range(words)]
-    cumulative = list(itertools.accumulate(weights))
-    translate = list(range(words))
-    random.Random(0).shuffle(translate)  # the same translation for every file
+    if kind == "zipf":
+        cumulative = list(itertools.accumulate(1.0 / (rank + 10) ** 1.1 for rank in range(words)))
+        translate = list(range(words))
+        random.Random(0).shuffle(translate)  # the same translation for every file
     with path.open("w") as handle:
         for _ in range(count):
             total = rng.randint(low, high) - 6  # the template's markers

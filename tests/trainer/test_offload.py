@@ -17,7 +17,7 @@ from ftjob_trainer import fused_lora
 from ftjob_trainer.callbacks import apply_selective_recompute, offload_recomputed_inputs
 from ftjob_trainer.memory import FUSED_LAYERS, GIB, host_bytes, host_memory_available
 from ftjob_trainer.offload import HostOffload, offloaded_checkpoint
-from tests.trainer.test_speed_plan import LENGTHS, MISTRAL_7B, plan_7b
+from tests.trainer.test_speed_plan import LENGTHS, MISTRAL_7B, plan_7b, word_tokenizer
 
 LAYERS = 3
 
@@ -201,8 +201,6 @@ def test_the_trainer_trains_alike_with_inputs_on_the_host(tmp_path: Path) -> Non
     with every layer recomputed and the inputs on the host (the callback wires it at train start), the
     losses and the trained adapter equal those of keeping every activation."""
     from datasets import Dataset
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
     from trl.trainer.sft_config import SFTConfig
 
     from ftjob.api import FineTuneJobSpec
@@ -211,10 +209,7 @@ def test_the_trainer_trains_alike_with_inputs_on_the_host(tmp_path: Path) -> Non
     from ftjob_trainer.modeling import Hardware, SpeedPlan, plan_training
     from ftjob_trainer.training import counting_trainer_class, sft_config_kwargs
 
-    words = ["<pad>", "<eos>"] + [f"w{i}" for i in range(94)]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    tokenizer = word_tokenizer(96)
     lengths = [9, 17, 5, 12, 14, 7, 10, 6]
     rows = Dataset.from_list(
         [

@@ -292,14 +292,24 @@ def test_a_limit_counts_allocated_bytes_and_free_memory_keeps_a_margin() -> None
     assert "free GPU memory" in roomy.reason
 
 
+def word_tokenizer(vocab: int) -> Any:
+    """A word-level tokenizer of `vocab` ids: <pad>, <eos>, then w0, w1, ..."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>"] + [f"w{i}" for i in range(vocab - 2)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+
+
 def test_the_trainer_counts_real_tokens_of_padding_free_batches_and_recomputes_chosen_layers(
     tmp_path: Path,
 ) -> None:
     """The real trl trainer, one step on CPU: the speed and memory plans reach it, the token count is the
     tokens of the examples (not a padded rectangle), and only the chosen layers are recomputed."""
     from datasets import Dataset
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+    from transformers import MistralConfig, MistralForCausalLM
     from trl.trainer.sft_config import SFTConfig
 
     from ftjob_trainer.callbacks import SelectiveRecomputeCallback
@@ -307,10 +317,7 @@ def test_the_trainer_counts_real_tokens_of_padding_free_batches_and_recomputes_c
     from ftjob_trainer.modeling import SpeedPlan
     from ftjob_trainer.training import counting_trainer_class
 
-    words = ["<pad>", "<eos>"] + [f"w{i}" for i in range(62)]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>")
+    tokenizer = word_tokenizer(64)
     torch.manual_seed(0)
     config = MistralConfig(
         vocab_size=64,

@@ -46,8 +46,6 @@ class Saved:
 
     host: torch.Tensor
     device: torch.device
-    copied: torch.cuda.Event | None = None
-    """Recorded on the copy stream after the copy to the host (None on CPUs: the copy is done)."""
     fetched: torch.Tensor | None = None
     """The input back on the GPU, once prefetched."""
     fetched_event: torch.cuda.Event | None = None
@@ -84,11 +82,9 @@ class HostOffload:
             stream.wait_stream(torch.cuda.current_stream(tensor.device))
             with torch.cuda.stream(stream):
                 host.copy_(tensor.detach(), non_blocking=True)
-                copied = torch.cuda.Event()
-                copied.record(stream)
             # The caching allocator must not hand the input's memory out again before the copy has read it.
             tensor.record_stream(stream)
-            saved = Saved(host=host, device=tensor.device, copied=copied, order=self._counter)
+            saved = Saved(host=host, device=tensor.device, order=self._counter)
         self._pending.append(weakref.ref(saved))
         return saved
 
